@@ -1,0 +1,120 @@
+"""Run one pipeline stage: validate its ``params.yaml`` section, then execute its notebook.
+
+    python -m facelib.pipeline data
+    python -m facelib.pipeline train_cf --set backbone=lightgcn --set seed=1
+
+Each stage has one numbered notebook, one params section and one name. Parameters are
+validated *before* the notebook starts (a bad value stops with a one-line error). The
+executed notebook goes to ``reports/notebooks/`` only when it ran to the end; a failed run
+is kept under ``build/failed/`` for debugging, never beside the good outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facelib import paths
+from facelib.config import ParamsError, as_dict, build, read_params_file
+
+# stage -> (notebook, "module:ParamsClass")
+STAGES: dict[str, tuple[str, str]] = {
+    "data": ("01_data.ipynb", "facelib.data.prepare:DataParams"),
+    "text": ("02_text.ipynb", "facelib.text.stage:TextParams"),
+    "train_cf": ("03_train_cf.ipynb", "facelib.train:TrainCFParams"),
+}
+
+
+def params_class(stage: str) -> type:
+    if stage not in STAGES:
+        raise ParamsError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    module, cls = STAGES[stage][1].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def stage_params(stage: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The validated parameters of ``stage`` from params.yaml, with ``overrides`` applied."""
+    section = dict(read_params_file().get(stage) or {})
+    section.update(overrides or {})
+    return build(params_class(stage), section, stage)
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ParamsError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str = "") -> Path:
+    """Execute the notebook of ``stage`` with its params; return the executed notebook path."""
+    import papermill as pm
+
+    p = stage_params(stage, overrides)
+    notebook = STAGES[stage][0]
+    root = paths.repo_root()
+    src = root / "notebooks" / notebook
+    out = paths.reports_dir() / "notebooks" / (Path(notebook).stem + suffix + ".ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {**as_dict(p), "progress": False, "publish": True}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".ipynb", dir=out.parent)
+    os.close(fd)
+    env_backup = os.environ.get("FACELIB_ROOT")
+    os.environ["FACELIB_ROOT"] = str(root)
+    try:
+        pm.execute_notebook(str(src), tmp, parameters=parameters, kernel_name="python3",
+                            progress_bar=False, cwd=str(root / "notebooks"))
+    except Exception as exc:
+        failed = root / "build" / "failed" / out.name
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, failed)
+        msg = getattr(exc, "evalue", None) or str(exc).strip().splitlines()[-1]
+        ename = getattr(exc, "ename", type(exc).__name__)
+        raise SystemExit(f"stage {stage} failed: {ename}: {msg} (executed notebook kept at "
+                         f"{failed.relative_to(root)})") from None
+    finally:
+        if env_backup is None:
+            os.environ.pop("FACELIB_ROOT", None)
+        else:
+            os.environ["FACELIB_ROOT"] = env_backup
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m facelib.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter of the stage (repeatable)")
+    parser.add_argument("--suffix", default="", help="suffix of the executed notebook's name")
+    args = parser.parse_args(argv)
+    try:
+        out = run_stage(args.stage, _parse_set(args.set), args.suffix)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one line for known data/model errors
+        from facelib.data.errors import DataError
+
+        if isinstance(exc, DataError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    print(f"stage {args.stage}: executed notebook at {out.relative_to(paths.repo_root())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
