@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 
 from facelib import paths
 from facelib.config import ParamsError, as_dict, build, read_params_file
+from facelib.io import publish
 
 # stage -> (notebook, "module:ParamsClass")
 STAGES: dict[str, tuple[str, str]] = {
@@ -41,10 +43,18 @@ def params_class(stage: str) -> type:
 
 
 def stage_params(stage: str, overrides: dict[str, Any] | None = None) -> Any:
-    """The validated parameters of ``stage`` from params.yaml, with ``overrides`` applied."""
-    section = dict(read_params_file().get(stage) or {})
+    """The validated parameters of ``stage`` from params.yaml, with ``overrides`` applied.
+
+    Stages after ``data`` whose parameters have a ``dataset`` field take it from
+    ``data.dataset`` (one source of truth), unless overridden.
+    """
+    params = read_params_file()
+    cls = params_class(stage)
+    section = dict(params.get(stage) or {})
+    if stage != "data" and "dataset" in {f.name for f in fields(cls)}:
+        section.setdefault("dataset", (params.get("data") or {}).get("dataset", "ml-1m"))
     section.update(overrides or {})
-    return build(params_class(stage), section, stage)
+    return build(cls, section, stage)
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -88,7 +98,7 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
             os.environ.pop("FACELIB_ROOT", None)
         else:
             os.environ["FACELIB_ROOT"] = env_backup
-    os.replace(tmp, out)
+    publish(tmp, out)
     return out
 
 

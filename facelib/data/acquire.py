@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facelib.data.errors import DataError
+from facelib.io import publish
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def obtain_raw(dataset: str, raw_dir: Path, download_dir: Path) -> Path:
             ) from None
         if raw_dir.exists():
             shutil.rmtree(raw_dir)
-        tmp.rename(raw_dir)
+        publish(tmp, raw_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

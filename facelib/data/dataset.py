@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from facelib.data.errors import DataError
+from facelib.io import publish
 from facelib.data.movielens import RawTables
 from facelib.data.split import split_interactions
 
@@ -165,7 +166,7 @@ def save_dataset(ds: RecDataset, out_dir: Path) -> Path:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        publish(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

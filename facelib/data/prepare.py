@@ -38,15 +38,10 @@ class DataParams:
             raise ParamsError(f"params [data.ratios]: expected three numbers with train > 0, "
                               f"got {list(self.ratios)}; fix the value in params.yaml")
 
-    @property
-    def name(self) -> str:
-        """Name of the processed dataset (its folder under data/processed/)."""
-        return self.rlmrec_name if self.dataset == "rlmrec" else self.dataset
-
 
 def prepare_dataset(p: DataParams, root: Path | None = None) -> RecDataset:
     """Obtain, parse, binarise and split the dataset named by ``p``, and save it under
-    ``data/processed/<name>/`` (atomically). Returns the dataset."""
+    ``data/processed/<p.dataset>/`` (atomically). Returns the dataset."""
     data_root = Path(root) if root is not None else paths.data_dir()
     ratios = (float(p.ratios[0]), float(p.ratios[1]), float(p.ratios[2]))
     if p.dataset in SOURCES:
@@ -65,5 +60,5 @@ def prepare_dataset(p: DataParams, root: Path | None = None) -> RecDataset:
         ds = import_rlmrec(Path(p.rlmrec_dir), p.rlmrec_name)
     else:  # guarded by DataParams choices
         raise DataError(f"unknown dataset {p.dataset!r}; choose one of {', '.join(DATASETS)}")
-    save_dataset(ds, data_root / "processed" / ds.name)
+    save_dataset(ds, data_root / "processed" / p.dataset)
     return ds
