@@ -1,0 +1,66 @@
+"""The stage runner: params validated before work, failed runs leave no good-looking output."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from facelib import pipeline
+from facelib.config import param
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def sandbox(tmp_path, monkeypatch):
+    """A copy of the repository's params and notebooks under a temporary root."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    monkeypatch.setenv("FACELIB_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_bad_override_is_one_line_and_runs_nothing(sandbox, capsys):
+    rc = pipeline.main(["data", "--set", "min_rating=9"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "data.min_rating" in err and "<= 5.0" in err
+    assert not (sandbox / "reports").exists()
+
+
+def test_unknown_stage(sandbox, capsys):
+    assert pipeline.main(["nope"]) == 2
+    assert "unknown stage 'nope'" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class _Probe:
+    dataset: str = param("x")
+    k: int = param(1)
+
+
+def test_later_stages_take_the_dataset_from_the_data_section(sandbox, monkeypatch):
+    (sandbox / "params.yaml").write_text("data:\n  dataset: ml-100k\n")
+    monkeypatch.setattr(pipeline, "params_class", lambda stage: _Probe)
+    assert pipeline.stage_params("probe").dataset == "ml-100k"
+    assert pipeline.stage_params("probe", {"dataset": "synthetic"}).dataset == "synthetic"
+
+
+def test_a_failing_notebook_is_kept_aside_not_published(sandbox):
+    with pytest.raises(SystemExit) as exc:
+        pipeline.run_stage("data", {"dataset": "rlmrec", "rlmrec_dir": str(sandbox / "none")})
+    msg = str(exc.value)
+    assert "stage data failed" in msg and "does not exist" in msg
+    assert not (sandbox / "reports" / "notebooks" / "01_data.ipynb").exists()
+    assert (sandbox / "build" / "failed" / "01_data.ipynb").exists()
+    assert not list((sandbox / "reports" / "notebooks").glob(".*"))  # no temp file left
+
+
+def test_a_successful_run_publishes_notebook_and_metrics(sandbox):
+    out = pipeline.run_stage("data", {"dataset": "synthetic"})
+    assert out == sandbox / "reports" / "notebooks" / "01_data.ipynb"
+    assert (sandbox / "reports" / "metrics" / "data.json").exists()
+    assert (sandbox / "data" / "processed" / "synthetic" / "meta.json").exists()
