@@ -85,6 +85,7 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
     try:
         pm.execute_notebook(str(src), tmp, parameters=parameters, kernel_name="python3",
                             progress_bar=False, cwd=str(root / "notebooks"))
+        publish(tmp, out)
     except Exception as exc:
         failed = root / "build" / "failed" / out.name
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +95,12 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
         raise SystemExit(f"stage {stage} failed: {ename}: {msg} (executed notebook kept at "
                          f"{failed.relative_to(root)})") from None
     finally:
+        if os.path.exists(tmp):  # interrupted (Ctrl-C, kill): leave nothing half-written
+            os.remove(tmp)
         if env_backup is None:
             os.environ.pop("FACELIB_ROOT", None)
         else:
             os.environ["FACELIB_ROOT"] = env_backup
-    publish(tmp, out)
     return out
 
 
