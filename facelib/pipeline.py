@@ -32,6 +32,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "data": ("01_data.ipynb", "facelib.data.prepare:DataParams"),
     "text": ("02_text.ipynb", "facelib.text.stage:TextParams"),
     "train_cf": ("03_train_cf.ipynb", "facelib.train:TrainCFParams"),
+    "face": ("04_face.ipynb", "facelib.face_stage:FaceParams"),
 }
 
 

@@ -1,0 +1,282 @@
+"""FACE as a regulariser on a CF backbone: map stage (VQ + reconstruction), align stage.
+
+For a batch of B (user, pos, neg) triples the backbone's final embeddings are stacked
+block-wise, ``X = [E_u[users]; E_i[pos]; E_i[neg]]`` [3B, d], and::
+
+    h      = proj(X)                                   [3B, C, D]   projection.py
+    z_e    = Enc(h)                                    [3B, C, D]
+    z_q_st, k, L_cb, L_commit = quantize(z_e)          k [3B, C]    quantizer.py
+    x_hat  = head(Enc_2(z_q_st))                       [3B, d]
+    L_vq   = w_cb L_cb + w_commit L_commit
+    L_rec  = mean((x_hat - sg(X))^2)
+    L_align = InfoNCE(Enc_text(prompt(w(k))), S, tau)  align stage   prompt.py, alignment.py
+
+    map:   L = L_base + vq_weight L_vq + recons_weight L_rec
+    align: L = L_base + vq_weight L_vq + recons_weight L_rec + align_weight L_align
+
+:meth:`FACE.losses` returns the three weighted terms; the trainer adds them to the
+backbone's BPR loss and gives FACE's parameters their own Adam group (lr, no weight decay).
+Scoring stays the backbone's dot product; the decoded x_hat is not used for scoring.
+
+Checkpoints: the frozen text encoder is held by FACE but not registered, so it is in
+neither ``parameters()`` nor ``state_dict()`` (the reference saved it in every checkpoint,
+quirk 9.11), and ``FACE.to(device)`` does not move it (its owner does). The vocabulary
+codebook, prompt tables and profile embeddings are non-persistent buffers, rebuilt from
+the text stage's artefacts. A map checkpoint loads strictly into an align-stage FACE.
+
+Control run ("same schedule, FACE losses off"): train with no regulariser at all (the
+same map/align schedule of the backbone at lr/10 with early stopping); FACE contributes
+nothing then, so there is no FACE switch for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from facelib.models.face.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
+from facelib.models.face.projection import ConceptProjection, ReconstructionHead, concept_layers
+from facelib.models.face.prompt import PromptBuilder, entity_kinds, word_inputs
+from facelib.models.face.quantizer import Quantized, TokenQuantizer, greedy_assign
+
+if TYPE_CHECKING:
+    from facelib.models.base import BatchOutput
+
+STAGES = ("map", "align")
+REFERENCE_SWITCHES = (
+    "reference_vq_weights",
+    "reference_prompt_order",
+    "encoder_dropout",
+    "pinv_words",
+    "reference_init",
+)
+
+
+@dataclass(frozen=True)
+class FACEConfig:
+    """FACE hyperparameters (reference values) and the reference-compatibility switches.
+
+    Every switch defaults to the corrected behaviour; ``FACEConfig.reference()`` turns all
+    of them on (the reference implementation, commit ccc558e).
+
+    - ``reference_vq_weights``: (w_cb, w_commit) = (0.75, 0.25), else VQ-VAE's (1.0, 0.25).
+    - ``reference_prompt_order``: prompts [P_user, P_item, P_item] repeated over the
+      block-ordered batch (quirk 9.2), else users get P_user and items P_item.
+    - ``encoder_dropout``: frozen text encoder in train mode (quirk 9.5), else eval mode.
+    - ``pinv_words``: word inputs ``(z_q_st - a) pinv(A)^T`` (quirk 9.4), else the exact
+      token embeddings with the same straight-through gradient.
+    - ``reference_init``: W orthogonal across concepts only, b ~ N(0, 1) (quirk 9.6), else
+      each W_c orthogonal and b = 0.
+
+    ``align_entities`` (None = all 3B rows, the paper) bounds the rows aligned per step;
+    ``decoder_same_init`` gives the decoder layer the encoder layer's initial weights
+    (the reference's deep copy).
+    """
+
+    word_num: int = 16
+    word_dim: int = 256
+    vq_weight: float = 1.0
+    recons_weight: float = 1.0
+    align_weight: float = 0.1
+    tau: float = 0.02
+    stage: str = "map"
+    prompt_noun: str = "movie"
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    decoder_same_init: bool = True
+    align_entities: int | None = None
+    reference_vq_weights: bool = False
+    reference_prompt_order: bool = False
+    encoder_dropout: bool = False
+    pinv_words: bool = False
+    reference_init: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("word_num", "word_dim", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FACEConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("vq_weight", "recons_weight", "align_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FACEConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.tau <= 0:
+            raise ValueError(f"FACEConfig.tau must be > 0, got {self.tau}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"FACEConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.stage not in STAGES:
+            raise ValueError(f"FACEConfig.stage must be one of {STAGES}, got {self.stage!r}")
+        if self.align_entities is not None and self.align_entities < 2:
+            raise ValueError(
+                f"FACEConfig.align_entities must be >= 2 or None (all rows), "
+                f"got {self.align_entities}"
+            )
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> FACEConfig:
+        """The reference implementation's behaviour: every compatibility switch on."""
+        return cls(**{**dict.fromkeys(REFERENCE_SWITCHES, True), **overrides})
+
+    def with_stage(self, stage: str) -> FACEConfig:
+        """The same configuration for another stage ("map" or "align")."""
+        return replace(self, stage=stage)
+
+
+class FACEForward(NamedTuple):
+    """Output of :meth:`FACE.forward`."""
+
+    z_e: Tensor  # [N, C, D] encoded concept vectors
+    quantized: Quantized  # z_q_st, z_q, indices [N, C], loss_cb, loss_commit
+    x_hat: Tensor  # [N, d] reconstruction
+
+
+class FACE(nn.Module):
+    """The FACE module: CF embeddings -> C distinct vocabulary words per entity.
+
+    Args:
+        config: :class:`FACEConfig`.
+        emb_dim: d, the backbone's embedding size.
+        codebook: E_vocab [V, d_t], token embeddings of the descriptor vocabulary (frozen).
+        encoder: the frozen text encoder (align stage; held, not registered).
+        user_profiles: [n_users, d_s] profile embeddings of users (align stage).
+        item_profiles: [n_items, d_s] profile embeddings of items (align stage).
+    """
+
+    text_encoder: TextEncoder | None
+    user_profiles: Tensor | None
+    item_profiles: Tensor | None
+
+    def __init__(
+        self,
+        config: FACEConfig,
+        emb_dim: int,
+        codebook: Tensor,
+        *,
+        encoder: TextEncoder | None = None,
+        user_profiles: Tensor | None = None,
+        item_profiles: Tensor | None = None,
+    ):
+        super().__init__()
+        cfg = config
+        self.config = cfg
+        self.projection = ConceptProjection(emb_dim, cfg.word_num, cfg.word_dim, cfg.reference_init)
+        self.concept_encoder, self.concept_decoder = concept_layers(
+            cfg.word_dim, cfg.ffn_dim, cfg.dropout, cfg.decoder_same_init
+        )
+        self.head = ReconstructionHead(emb_dim, cfg.word_num, cfg.word_dim)
+        self.quantizer = TokenQuantizer(
+            codebook, cfg.word_num, cfg.word_dim, cfg.reference_vq_weights
+        )
+        # held, never registered: not in parameters(), state_dict() or .to()
+        object.__setattr__(self, "text_encoder", encoder)
+        self.prompt: PromptBuilder | None = None
+        self.register_buffer("user_profiles", None, persistent=False)
+        self.register_buffer("item_profiles", None, persistent=False)
+        if cfg.stage == "align":
+            if encoder is None or user_profiles is None or item_profiles is None:
+                raise ValueError(
+                    "stage 'align' needs encoder=, user_profiles= and item_profiles=: pass "
+                    "the frozen text encoder and the profile embeddings"
+                )
+            token_dim = encoder.token_embeddings.shape[1]
+            if token_dim != codebook.shape[1]:
+                raise ValueError(
+                    f"codebook has {codebook.shape[1]}-d rows but the encoder's tokens are "
+                    f"{token_dim}-d: build the codebook from this encoder's token embeddings"
+                )
+            for name, prof in (("user_profiles", user_profiles), ("item_profiles", item_profiles)):
+                if prof.ndim != 2 or prof.shape[1] != encoder.dim:
+                    raise ValueError(
+                        f"{name} has shape {tuple(prof.shape)}, expected [n, {encoder.dim}]: "
+                        "encode the profiles with the same frozen encoder"
+                    )
+                setattr(self, name, F.normalize(prof.detach().float(), dim=-1))
+            self.prompt = PromptBuilder.from_encoder(encoder, cfg.word_num, cfg.prompt_noun)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x [N, d] -> z_e = Enc(proj(x)) [N, C, D]."""
+        return self.concept_encoder(self.projection(x))
+
+    def forward(self, x: Tensor) -> FACEForward:
+        """x [N, d] -> :class:`FACEForward` (z_e, quantized, x_hat)."""
+        z_e = self.encode(x)
+        q = self.quantizer(z_e)
+        x_hat = self.head(self.concept_decoder(q.z_q_st))
+        return FACEForward(z_e, q, x_hat)
+
+    def losses(
+        self, out: BatchOutput, users: Tensor, pos: Tensor, neg: Tensor
+    ) -> dict[str, Tensor]:
+        """Weighted FACE losses for one backbone batch (the Regularizer protocol).
+
+        Args:
+            out: the backbone's BatchOutput (``user_emb``, ``pos_emb``, ``neg_emb`` [B, d]).
+            users, pos, neg: [B] ids, used to look up the profile targets S.
+
+        Returns ``{"vq": vq_weight L_vq, "rec": recons_weight L_rec}`` plus
+        ``"align": align_weight L_align`` in the align stage.
+        """
+        cfg = self.config
+        x = torch.cat([out.user_emb, out.pos_emb, out.neg_emb])  # [3B, d]
+        fwd = self(x)
+        losses = {
+            "vq": cfg.vq_weight * self.quantizer.vq_loss(fwd.quantized),
+            "rec": cfg.recons_weight * F.mse_loss(fwd.x_hat, x.detach()),
+        }
+        if cfg.stage == "align":
+            losses["align"] = cfg.align_weight * self.align_loss(fwd.quantized, users, pos, neg)
+        return losses
+
+    def align_loss(self, q: Quantized, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """Unweighted ``L_align`` of the block-ordered batch (optionally row-sampled)."""
+        if self.prompt is None or self.text_encoder is None:
+            raise RuntimeError("align_loss needs an align-stage FACE: build it with stage='align'")
+        cfg = self.config
+        n = q.indices.shape[0]
+        kinds = entity_kinds(n // 3, cfg.reference_prompt_order, q.indices.device)  # [3B]
+        targets = torch.cat(
+            [self.user_profiles[users], self.item_profiles[pos], self.item_profiles[neg]]
+        )  # S [3B, d_s]
+        z_q_st, indices = q.z_q_st, q.indices
+        rows = sample_rows(n, cfg.align_entities, q.indices.device)
+        if rows is not None:
+            z_q_st, indices = z_q_st[rows], indices[rows]
+            kinds, targets = kinds[rows], targets[rows]
+        words = word_inputs(self.quantizer, z_q_st, indices, cfg.pinv_words)  # [N, C, d_t]
+        embeds, mask = self.prompt(words, kinds)  # [N, L, d_t], [N, L]
+        text = encode_prompts(self.text_encoder, embeds, mask, cfg.encoder_dropout)
+        return info_nce(text, targets, cfg.tau)
+
+    @torch.no_grad()
+    def describe(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+        """Descriptor word indices (into the vocabulary) of entities x [N, d] -> [N, C].
+
+        Eval mode (no dropout), no gradient, in chunks of ``batch_size`` rows; the C words of
+        an entity are distinct.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            codebook = self.quantizer.codebook()
+            return torch.cat(
+                [greedy_assign(self.encode(chunk), codebook) for chunk in x.split(batch_size)]
+            )
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def encode_descriptors(self, indices: Tensor, kinds: Tensor) -> Tensor:
+        """Frozen-encoder embeddings [N, d_s] of descriptor prompts (exact words, eval mode).
+
+        indices [N, C] word indices (from :meth:`describe`), kinds [N] USER/ITEM: the
+        descriptor sentences used for descriptor -> profile retrieval.
+        """
+        if self.prompt is None or self.text_encoder is None:
+            raise RuntimeError(
+                "encode_descriptors needs an align-stage FACE: build it with stage='align'"
+            )
+        words = self.quantizer.codebook_tokens[indices]
+        embeds, mask = self.prompt(words, kinds)
+        return encode_prompts(self.text_encoder, embeds, mask, dropout=False)

@@ -1,0 +1,34 @@
+"""Training of CF backbones: parameters, the BPR loop with early stopping and exact
+resume, checkpoints, and the ``train_cf`` stage.
+
+    from facelib.train import TrainCFParams, run_train_cf
+    run_train_cf(build(TrainCFParams, {"backbone": "mf"}, "train_cf"), progress=True)
+
+Alignment plug-ins reuse :func:`fit` with ``regularizers=[...]`` and
+``FitConfig(base_lr_scale=0.1, ...)``, starting from :func:`load_backbone`.
+"""
+
+from facelib.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from facelib.train.loop import (
+    FitConfig,
+    FitResult,
+    TrainingError,
+    fit,
+    make_optimizer,
+    train_epoch,
+)
+from facelib.train.params import BACKBONE_NAMES, TrainCFParams, resolve_device
+from facelib.train.stage import (
+    load_backbone,
+    most_popular_metrics,
+    run_most_popular,
+    run_paths,
+    run_train_cf,
+)
+
+__all__ = [
+    "BACKBONE_NAMES", "CheckpointError", "FitConfig", "FitResult", "TrainCFParams",
+    "TrainingError", "fit", "load_backbone", "load_checkpoint", "make_optimizer",
+    "most_popular_metrics", "resolve_device", "run_most_popular", "run_paths",
+    "run_train_cf", "save_checkpoint", "train_epoch",
+]

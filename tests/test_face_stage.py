@@ -1,0 +1,176 @@
+"""The face stage: outputs, checkpoints without encoder weights, descriptors, the control
+run, input errors, and a frozen encoder that stays frozen through the align stage.
+
+One tiny run (60 users x 40 items, 120-word vocabulary, the real MiniLM for the align
+stage, random unit profile embeddings) is shared by the module's tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest_text import _encoder
+from facelib import paths
+from facelib.config import ParamsError, build
+from facelib.data import build_dataset, load_dataset, make_synthetic, save_dataset
+from facelib.face_stage import FaceError, FaceParams, load_face_checkpoint, run_face
+from facelib.text import FrozenEncoder, build_vocabulary, codebook
+from facelib.train import TrainCFParams, run_train_cf
+
+V = 120
+TINY = dict(dataset="synthetic", backbone="lightgcn", seed=0, word_num=4, word_dim=16,
+            ffn_dim=32, lr=0.01, map_max_epochs=2, align_max_epochs=2, patience=2,
+            batch_size=64, map_steps_per_epoch=2, align_steps_per_epoch=2, align_entities=12,
+            device="cpu", num_threads=1)
+
+
+def write_text_artifacts(ds, encoder, folder) -> None:
+    """Text artifacts in the text stage's format: a V-word vocabulary and its codebook from
+    the real encoder, random unit profile embeddings (fast; the stage only needs shapes)."""
+    folder.mkdir(parents=True)
+    vocab = build_vocabulary(encoder.tokenizer).iloc[:V].reset_index(drop=True)
+    gen = np.random.default_rng(0)
+    emb = {}
+    for kind, n in (("user", ds.n_users), ("item", ds.n_items)):
+        x = gen.standard_normal((n, encoder.dim)).astype(np.float32)
+        emb[kind] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        np.save(folder / f"{kind}_emb.npy", emb[kind])
+    vocab.to_csv(folder / "vocabulary.csv", index=False)
+    np.save(folder / "codebook.npy", codebook(encoder, vocab).numpy())
+    (folder / "profiles.json").write_text(json.dumps(
+        {"builder": "test", "user": ["u"] * ds.n_users, "item": ["i"] * ds.n_items}))
+    (folder / "meta.json").write_text(json.dumps(
+        {"format": 1, "dim": encoder.dim, "n_users": ds.n_users, "n_items": ds.n_items,
+         "vocabulary_size": V, "builder": "test"}))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A throw-away root with data, text artifacts and a pretrained LightGCN; one tiny
+    run_face; the shared encoder's weights before the run."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("root")
+    mp.setenv("FACELIB_ROOT", str(root))
+    encoder = _encoder()
+    mp.setattr(FrozenEncoder, "load", classmethod(lambda cls, device="cpu": encoder))
+    threads = torch.get_num_threads()
+    try:
+        ds = build_dataset("synthetic", make_synthetic(60, 40, ratings_per_user=15, seed=1),
+                           4.0, 0)
+        save_dataset(ds, paths.processed_dir("synthetic"))
+        write_text_artifacts(ds, encoder, paths.text_dir("synthetic"))
+        run_train_cf(build(TrainCFParams, {"dataset": "synthetic", "backbone": "lightgcn",
+                                           "dim": 16, "layers": 2, "lr": 0.01, "batch_size": 64,
+                                           "max_epochs": 3, "device": "cpu", "num_threads": 1},
+                           "train_cf"), publish=False)
+        before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+        metrics = run_face(build(FaceParams, TINY, "face"), publish=False)
+        yield {"root": root, "ds": load_dataset(paths.processed_dir("synthetic")),
+               "metrics": metrics, "encoder": encoder, "before": before}
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+
+
+def test_outputs_written(run):
+    fp = run["metrics"]["paths"]
+    smoke = run["root"] / "build" / "smoke"
+    for path in [*fp.checkpoints.values(), fp.metrics, *fp.logs.values(), fp.descriptors]:
+        assert path.is_file() and smoke in path.parents, path
+    saved = json.loads(fp.metrics.read_text())
+    for block in ("base", "face", "control"):
+        assert set(saved[block]["test"]) == {f"{m}@{k}" for m in ("recall", "ndcg")
+                                             for k in (5, 10, 20)}
+    assert saved["face"]["map"]["steps"] <= 2 * 2 and saved["face"]["align"]["epochs_run"] <= 2
+    assert saved["bounds"]["align_entities"] == 12
+    assert saved["switches"] == dict.fromkeys(
+        ("reference_vq_weights", "reference_prompt_order", "encoder_dropout", "pinv_words",
+         "reference_init"), False)
+
+
+def test_checkpoints_hold_no_encoder_and_round_trip(run):
+    fp, ds = run["metrics"]["paths"], run["ds"]
+    cb = torch.from_numpy(np.load(paths.text_dir("synthetic") / "codebook.npy"))
+    for stage, path in fp.checkpoints.items():
+        ck = torch.load(path, weights_only=False)
+        tensors = {**ck["backbone"], **(ck["face"] or {})}
+        assert not any("word_embeddings" in k or "text_encoder" in k for k in tensors)
+        assert sum(t.numel() for t in tensors.values()) < 1_000_000  # MiniLM: 22M
+        model, face = load_face_checkpoint(path, ds, cb)
+        assert (face is None) == (stage == "control")
+    model, face = load_face_checkpoint(fp.checkpoints["align"], ds, cb)
+    words = pd.read_csv(paths.text_dir("synthetic") / "vocabulary.csv")["word"].to_numpy()
+    table = pd.read_csv(fp.descriptors, keep_default_na=False)
+    idx = face.describe(model.embeddings_for_eval()[0]).numpy()  # [U, C]
+    users = table[table.entity == "user"].sort_values(["entity_id", "concept"])
+    assert (users["word"].to_numpy() == words[idx.ravel()]).all()
+
+
+def test_descriptors_are_c_distinct_vocabulary_words(run):
+    table = pd.read_csv(run["metrics"]["paths"].descriptors, keep_default_na=False)
+    vocab = set(pd.read_csv(paths.text_dir("synthetic") / "vocabulary.csv")["word"])
+    ds = run["ds"]
+    assert list(table.columns) == ["entity", "entity_id", "concept", "word"]
+    for kind, n in (("user", ds.n_users), ("item", ds.n_items)):
+        part = table[table.entity == kind]
+        assert sorted(part.entity_id.unique()) == list(range(n))
+        per = part.groupby("entity_id")["word"]
+        assert (per.size() == TINY["word_num"]).all() and (per.nunique() == TINY["word_num"]).all()
+    assert set(table.word) <= vocab
+
+
+def test_control_has_no_face_losses_and_align_has_alignment(run):
+    fp = run["metrics"]["paths"]
+    control = pd.read_csv(fp.logs["control"])
+    assert [c for c in control.columns if c.startswith("loss_")] == ["loss_bpr"]
+    assert torch.load(fp.checkpoints["control"], weights_only=False)["face"] is None
+    face = pd.read_csv(fp.logs["face"])
+    assert face.loc[face.stage == "map", "loss_align"].isna().all()
+    assert (face.loc[face.stage == "align", "loss_align"] > 0).all()
+    assert face.loc[face.stage == "map", ["loss_vq", "loss_rec"]].notna().all().all()
+
+
+def test_align_trains_face_but_not_the_encoder(run):
+    after = run["encoder"].model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in run["before"].items())
+    fp = run["metrics"]["paths"]
+    m = torch.load(fp.checkpoints["map"], weights_only=False)["face"]
+    a = torch.load(fp.checkpoints["align"], weights_only=False)["face"]
+    assert m.keys() == a.keys()
+    assert any(not torch.equal(m[k], a[k]) for k in m)
+
+
+def _run_with(run, **kw):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACELIB_ROOT", str(run["root"]))
+    try:
+        return run_face(build(FaceParams, {**TINY, **kw}, "face"), publish=False)
+    finally:
+        mp.undo()
+
+
+def test_word_num_larger_than_vocabulary(run):
+    with pytest.raises(ParamsError, match=rf"larger than the vocabulary \({V} words"):
+        _run_with(run, word_num=V + 1)
+
+
+def test_missing_checkpoint_names_train_cf(run):
+    with pytest.raises(FaceError, match="run the train_cf stage first"):
+        _run_with(run, seed=7)
+
+
+def test_dimension_mismatch(run):
+    with pytest.raises(FaceError, match="dimension mismatch.*16.*999"):
+        _run_with(run, dim=999)
+
+
+def test_params_validation():
+    with pytest.raises(ParamsError, match="face.backbone"):
+        build(FaceParams, {"backbone": "gru"}, "face")
+    with pytest.raises(ParamsError, match="align_entities"):
+        build(FaceParams, {"align_entities": 1}, "face")

@@ -1,0 +1,181 @@
+"""Backbones: propagation against dense references, dropout, SimGCL views, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from facelib.evaluate import Evaluator
+from facelib.graph import normalized_adjacency, spmm
+from facelib.models import MF, BatchOutput, LightGCN, MostPopular, SimGCL, make_backbone
+from facelib.seed import seed_everything
+from facelib.train import FitConfig, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: one thread is faster and immune to other jobs on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# 3 users x 4 items; item 3 has no interaction (isolated node)
+R = sp.csr_matrix(np.array([[1, 1, 0, 0],
+                            [0, 1, 1, 0],
+                            [1, 0, 1, 0]], dtype=np.float32))
+
+
+def dense_adjacency(r: np.ndarray) -> np.ndarray:
+    u, i = r.shape
+    a = np.zeros((u + i, u + i))
+    a[:u, u:], a[u:, :u] = r, r.T
+    deg = np.maximum(a.sum(1), 1)
+    return a / np.sqrt(deg)[:, None] / np.sqrt(deg)[None, :]
+
+
+def test_normalized_adjacency_matches_dense():
+    adj = normalized_adjacency(R)
+    np.testing.assert_allclose(adj.dense().numpy(), dense_adjacency(R.toarray()), rtol=1e-6)
+    a, a_t = adj.matrices()
+    np.testing.assert_allclose(a_t.to_dense().numpy(), a.to_dense().numpy().T)
+
+
+def test_lightgcn_propagation_equals_dense_layer_sum():
+    seed_everything(0)
+    model = LightGCN(3, 4, 5, R, layers=3, keep_rate=0.8).eval()
+    a = torch.tensor(dense_adjacency(R.toarray()), dtype=torch.float64)
+    e0 = torch.cat([model.user_embedding, model.item_embedding]).detach().double()
+    want = e0 + a @ e0 + a @ a @ e0 + a @ a @ a @ e0   # sum over layers 0..3, layer 0 included
+    u, i = model.embeddings_for_eval()
+    torch.testing.assert_close(torch.cat([u, i]).double(), want, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(model.score(torch.tensor([1])), (u[1] @ i.T)[None])
+
+
+def test_spmm_gradient_matches_dense_even_when_asymmetric():
+    adj = normalized_adjacency(R)
+    values = adj.dropout_values(0.5, torch.Generator().manual_seed(3))  # breaks symmetry
+    a, a_t = adj.matrices(values)
+    x = torch.randn(7, 3, dtype=torch.float32, requires_grad=True)
+    w = torch.randn(7, 3)
+    (spmm(a, a_t, x) * w).sum().backward()
+    xd = x.detach().clone().requires_grad_(True)
+    (a.to_dense() @ xd * w).sum().backward()
+    torch.testing.assert_close(x.grad, xd.grad)
+
+
+def test_edge_dropout_drops_without_rescaling():
+    adj = normalized_adjacency(sp.random(60, 50, density=0.2, random_state=0, format="csr"))
+    kept = adj.dropout_values(0.8, torch.Generator().manual_seed(0))
+    zero = kept == 0
+    assert 0.1 < zero.float().mean() < 0.3
+    assert torch.equal(kept[~zero], adj.values[~zero])  # kept values unchanged (no 1/p)
+    model = LightGCN(3, 4, 5, R, keep_rate=0.5)
+    torch.manual_seed(0)
+    train_u, _ = model.propagate()             # training mode: stochastic
+    eval_u, _ = model.propagate(stochastic=False)
+    assert not torch.allclose(train_u, eval_u)
+
+
+def test_simgcl_views_and_losses():
+    seed_everything(0)
+    model = SimGCL(3, 4, 6, R, layers=2, eps=0.5, cl_weight=0.3, cl_temp=0.2)
+    a, a_t = model.adjacency.matrices()
+    clean = model.layer_sum(a, a_t, model.ego_embeddings())
+    u1, i1 = model.perturbed_view(a, a_t)
+    u2, _ = model.perturbed_view(a, a_t)
+    assert u1.shape == (3, 6) and i1.shape == (4, 6)
+    assert not torch.allclose(u1, u2) and not torch.allclose(u1, clean[:3])
+    # one layer: view = E0 + ÂE0 + Δ with |Δ_row| = eps and sign(Δ) = sign(ÂE0)
+    one = SimGCL(3, 4, 6, R, layers=1, eps=0.5)
+    ego = one.ego_embeddings().detach()
+    e1 = spmm(a, a_t, ego)
+    vu, vi = one.perturbed_view(a, a_t)
+    delta = (torch.cat([vu, vi]) - ego - e1).detach()
+    norms = delta.norm(dim=1)
+    torch.testing.assert_close(norms[:6], torch.full((6,), 0.5))   # item 3 is isolated: 0
+    assert norms[6] == 0
+    assert ((torch.sign(delta) == torch.sign(e1)) | (delta == 0)).all()
+    out = model.forward_batch(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([3, 3]))
+    assert isinstance(out, BatchOutput) and set(out.losses) == {"bpr", "cl"}
+    # BPR embeddings are the clean view
+    torch.testing.assert_close(out.user_emb, clean[[0, 1]])
+    assert out.losses["cl"].item() > 0
+
+
+def test_info_nce_dedup_equals_the_reference_per_row_sum():
+    from facelib.models.simgcl import info_nce
+
+    torch.manual_seed(0)
+    v1, v2 = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    anchors = torch.tensor([3, 1, 3, 3, 8, 1])
+
+    def norm(x):  # the reference's normalisation
+        return x / torch.sqrt(1e-8 + x.square().sum(-1, keepdim=True))
+
+    a, p, c = norm(v1[anchors]), norm(v2[anchors]), norm(v2)
+    want = (-(a * p / 0.2).sum(-1) + torch.log(torch.exp(a @ c.T / 0.2).sum(-1))).sum()
+    torch.testing.assert_close(info_nce(v1, v2, anchors, 0.2), want)
+    g1 = torch.autograd.grad(info_nce(v1.requires_grad_(), v2.requires_grad_(), anchors, 0.2),
+                             (v1, v2))
+    a, p, c = norm(v1[anchors]), norm(v2[anchors]), norm(v2)
+    want = (-(a * p / 0.2).sum(-1) + torch.log(torch.exp(a @ c.T / 0.2).sum(-1))).sum()
+    g2 = torch.autograd.grad(want, (v1, v2))
+    for x, y in zip(g1, g2):
+        torch.testing.assert_close(x, y)
+
+
+def test_eval_cache_follows_parameter_updates_and_train_mode():
+    model = MF(5, 4, 3)
+    first = model.embeddings_for_eval()
+    assert model.embeddings_for_eval()[0] is first[0]
+    with torch.no_grad():
+        model.user_embedding.add_(1.0)
+    assert not torch.equal(model.embeddings_for_eval()[0], first[0])
+    cached = model.embeddings_for_eval()[0]
+    model.train()
+    assert model.embeddings_for_eval()[0] is not cached
+
+
+def test_registry_and_bad_arguments():
+    assert isinstance(make_backbone("mf", 3, 4, {"dim": 8}, R), MF)
+    assert isinstance(make_backbone("simgcl", 3, 4, {"dim": 8}, R), SimGCL)
+    with pytest.raises(ValueError, match="unknown backbone 'gcn'; choose one of mf, lightgcn"):
+        make_backbone("gcn", 3, 4, {}, R)
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        MF(3, 4, 0)
+    with pytest.raises(ValueError, match="layers >= 1"):
+        LightGCN(3, 4, 2, R, layers=0)
+    with pytest.raises(ValueError, match=r"keep_rate must be in \(0, 1\]"):
+        LightGCN(3, 4, 2, R, keep_rate=1.5)
+    with pytest.raises(ValueError, match="train matrix is"):
+        LightGCN(4, 4, 2, R)
+
+
+@pytest.mark.parametrize("name", ["mf", "lightgcn", "simgcl"])
+def test_each_backbone_learns_on_synthetic_data(name, synthetic_ds):
+    ds = synthetic_ds
+    rng = seed_everything(0)
+    model = make_backbone(name, ds.n_users, ds.n_items,
+                          {"dim": 32, "layers": 2, "eps": 0.1}, ds.matrix("train"))
+    valid = Evaluator(ds.matrix("train"), ds.matrix("valid"))
+    random_recall = valid((torch.randn(ds.n_users, 8), torch.randn(ds.n_items, 8)))["recall@20"]
+    res = fit(model, ds, FitConfig(lr=0.02, batch_size=256, max_epochs=12, eval_every=3,
+                                   patience=10), rng)
+    losses = [row["loss_bpr"] for row in res.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert res.best_valid["recall@20"] > 1.5 * random_recall
+    assert res.test["recall@20"] > 1.5 * random_recall
+    assert res.test["recall@20"] > valid.__class__(
+        ds.matrix("train"), ds.matrix("test"))(MostPopular(ds.matrix("train")))["recall@20"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda(synthetic_ds):
+    ds = synthetic_ds
+    model = make_backbone("simgcl", ds.n_users, ds.n_items, {"dim": 16}, ds.matrix("train"))
+    res = fit(model, ds, FitConfig(batch_size=512, max_epochs=2), np.random.default_rng(0),
+              device="cuda")
+    assert next(model.parameters()).is_cuda and res.test["recall@20"] > 0
