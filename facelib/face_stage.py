@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from facelib import paths
+from facelib.device import resolve_device
 from facelib.config import ParamsError, param
 from facelib.data import RecDataset, load_dataset
 from facelib.data.errors import DataError
@@ -149,15 +150,6 @@ def face_paths(p: FaceParams, publish: bool) -> FacePaths:
         logs={r: root / "reports" / "logs" / "face" / f"{name}-{r}.csv"
               for r in ("face", "control")},
         descriptors=root / "data" / "face" / p.dataset / f"descriptors-{name}.csv")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("params [face.device]: cuda requested but torch sees no GPU; "
-                          "set device to cpu or auto")
-    return torch.device(name)
 
 
 # ------------------------------------------------------------------------ inputs
@@ -368,7 +360,7 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     t_all, c_all = time.perf_counter(), time.process_time()
     if p.num_threads > 0:
         torch.set_num_threads(p.num_threads)
-    device = resolve_device(p.device)
+    device = resolve_device(p.device, "face")
     fp = face_paths(p, publish)
     ds = load_dataset(paths.processed_dir(p.dataset))
     art = load_text_artifacts(p.dataset)

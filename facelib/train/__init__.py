@@ -17,7 +17,7 @@ from facelib.train.loop import (
     make_optimizer,
     train_epoch,
 )
-from facelib.train.params import BACKBONE_NAMES, TrainCFParams, resolve_device
+from facelib.train.params import BACKBONE_NAMES, TrainCFParams
 from facelib.train.stage import (
     load_backbone,
     most_popular_metrics,
@@ -29,6 +29,6 @@ from facelib.train.stage import (
 __all__ = [
     "BACKBONE_NAMES", "CheckpointError", "FitConfig", "FitResult", "TrainCFParams",
     "TrainingError", "fit", "load_backbone", "load_checkpoint", "make_optimizer",
-    "most_popular_metrics", "resolve_device", "run_most_popular", "run_paths",
+    "most_popular_metrics", "run_most_popular", "run_paths",
     "run_train_cf", "save_checkpoint", "train_epoch",
 ]

@@ -6,8 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from facelib.config import ParamsError, build, param
 
 BACKBONE_NAMES = ("mf", "lightgcn", "simgcl")
@@ -86,16 +84,3 @@ PROFILES: dict[str, dict[str, Any]] = {
             "batch_size": 256, "max_epochs": 3000, "eval_every": 1, "patience": 10,
             "device": "auto", "backbone_overrides": {"simgcl": {"reg": 1e-5}}},
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("params [train_cf.device]: cuda requested but no GPU is visible to "
-                          "torch; set device to cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise ParamsError(f"params [train_cf.device]: unknown device {name!r}; choose one of "
-                          f"'cpu', 'cuda', 'auto'")
-    return torch.device(name)

@@ -24,13 +24,14 @@ import torch
 from facelib import paths
 from facelib.config import build
 from facelib.data import RecDataset, load_dataset
+from facelib.device import resolve_device
 from facelib.evaluate import KS, Evaluator
 from facelib.io import write_json
 from facelib.models import Backbone, MostPopular, make_backbone
 from facelib.seed import seed_everything
 from facelib.train.checkpoint import load_checkpoint
 from facelib.train.loop import EpochCallback, FitConfig, FitResult, fit
-from facelib.train.params import TrainCFParams, resolve_device
+from facelib.train.params import TrainCFParams
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def run_train_cf(p: TrainCFParams, progress: bool = False, publish: bool = False
     p = p.resolved()
     if p.num_threads > 0:
         torch.set_num_threads(p.num_threads)
-    device = resolve_device(p.device)
+    device = resolve_device(p.device, "train_cf")
     ds = load_dataset(paths.processed_dir(p.dataset))
     out = run_paths(p, publish)
     rng = seed_everything(p.seed)
