@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -16,3 +17,12 @@ def synthetic_ds():
     from facelib.data import build_dataset, make_synthetic
 
     return build_dataset("synthetic", make_synthetic(300, 200, seed=0), 4.0, 0)
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny problems: one torch thread is faster and immune to other jobs on the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from facelib.evaluate import Evaluator, evaluate
 from facelib.models import MostPopular
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one thread is faster and immune to other jobs on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _csr(rows: dict[int, list[int]], shape: tuple[int, int]) -> sp.csr_matrix:

@@ -37,12 +37,7 @@ EMB_DIM = 16  # d of the CF embeddings
 SMALL = dict(word_dim=16, ffn_dim=64)  # D < d_t, as MiniLM's 256 < 384
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- stand-ins

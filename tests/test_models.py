@@ -14,13 +14,7 @@ from facelib.seed import seed_everything
 from facelib.train import FitConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one thread is faster and immune to other jobs on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 3 users x 4 items; item 3 has no interaction (isolated node)
 R = sp.csr_matrix(np.array([[1, 1, 0, 0],

@@ -26,13 +26,7 @@ from facelib.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one thread is faster and immune to other jobs on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PARAMS = {"dim": 16, "layers": 2, "keep_rate": 0.8, "eps": 0.2}
