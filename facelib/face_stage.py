@@ -26,13 +26,17 @@ Outputs (``publish=True``; with ``publish=False`` the same tree under ``build/sm
 - ``reports/metrics/face/<backbone>-<seed>.json``: base, FACE and control test metrics,
   per-stage epochs and seconds, bounds, switches;
 - ``reports/logs/face/<backbone>-<seed>-{face,control}.csv``: one row per epoch;
-- ``data/face/<dataset>/descriptors-<backbone>-<seed>.csv``: entity, entity_id, concept,
-  word for every user and item.
+- ``data/face/<dataset>/descriptors-<backbone>-<seed>[-map].csv``: entity, entity_id,
+  concept, word for every user and item, after align (and after map);
+- ``data/face/<dataset>/per_user-<backbone>-<seed>.npz``: per-user test metrics of base,
+  map, face and control (paired significance in the results stage).
+
+A non-empty ``tag`` (an ablation variant) writes the same files under ``ablations/`` in
+place of ``face/``, named ``<backbone>-<seed>-<tag>``; ``control: false`` skips the control.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -50,7 +54,7 @@ from facelib.device import resolve_device
 from facelib.config import ParamsError, param
 from facelib.data import RecDataset, load_dataset
 from facelib.data.errors import DataError
-from facelib.evaluate import KS, Evaluator
+from facelib.evaluate import KS, Evaluator, PerUserMetrics
 from facelib.models import Backbone
 from facelib.models.face import FACE, REFERENCE_SWITCHES, FACEConfig
 from facelib.sampling import BPRSampler
@@ -97,18 +101,27 @@ class FaceParams:
     encoder_dropout: bool = param(False, help="MiniLM in train mode (quirk 9.5)")
     pinv_words: bool = param(False, help="pinv-projected words (quirk 9.4)")
     reference_init: bool = param(False, help="cross-concept orthogonal W, N(0,1) b (9.6)")
+    control: bool = param(True, help="also train the control run (FACE losses off)")
+    tag: str = param("", help="variant name: non-empty writes under the ablations tree")
     device: str = param("auto", choices=("cpu", "cuda", "auto"))
     num_threads: int = param(0, ge=0, help="torch CPU threads (0: torch's default)")
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
             raise ParamsError(f"params [face.dataset]: {self.dataset!r} is not a dataset name")
+        if self.tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.tag):
+            raise ParamsError(f"params [face.tag]: {self.tag!r} is not a file-name-safe tag; "
+                              f"use letters, digits, '.', '_' or '-'")
         if self.align_entities == 1:
             raise ParamsError("params [face.align_entities]: 1 row leaves no negative; use 0 "
                               "(all rows) or >= 2")
 
     def run_name(self) -> str:
-        return f"{self.backbone}-{self.seed}"
+        return f"{self.backbone}-{self.seed}" + (f"-{self.tag}" if self.tag else "")
+
+    def group(self) -> str:
+        """Output tree: ``face`` for the study's runs, ``ablations`` for tagged variants."""
+        return "ablations" if self.tag else "face"
 
     def face_config(self, stage: str, prompt_noun: str = "movie") -> FACEConfig:
         return FACEConfig(
@@ -128,28 +141,31 @@ class FaceParams:
 @dataclass(frozen=True)
 class FacePaths:
     pretrained: Path
-    base_metrics: Path
     checkpoints: dict[str, Path]
     metrics: Path
     logs: dict[str, Path]
-    descriptors: Path
+    descriptors: dict[str, Path]
+    per_user: Path
 
 
 def face_paths(p: FaceParams, publish: bool) -> FacePaths:
     """Where the run reads and writes. Unpublished runs write under build/smoke/ and read
     a smoke pretrained checkpoint when one exists, else the published one."""
-    root, name = output_root(publish), p.run_name()
-    cf = Path("checkpoints") / "cf" / p.dataset / f"{name}.pt"
-    cf_metrics = Path("reports") / "metrics" / "cf" / f"{name}.json"
+    root, name, group = output_root(publish), p.run_name(), p.group()
+    cf_name = f"{p.backbone}-{p.seed}"
+    cf = Path("checkpoints") / "cf" / p.dataset / f"{cf_name}.pt"
     src = root if (root / cf).is_file() else paths.repo_root()
+    data = root / "data" / group / p.dataset
     return FacePaths(
-        pretrained=src / cf, base_metrics=src / cf_metrics,
-        checkpoints={s: root / "checkpoints" / "face" / p.dataset / f"{name}-{s}.pt"
+        pretrained=src / cf,
+        checkpoints={s: root / "checkpoints" / group / p.dataset / f"{name}-{s}.pt"
                      for s in ("map", "align", "control")},
-        metrics=root / "reports" / "metrics" / "face" / f"{name}.json",
-        logs={r: root / "reports" / "logs" / "face" / f"{name}-{r}.csv"
+        metrics=root / "reports" / "metrics" / group / f"{name}.json",
+        logs={r: root / "reports" / "logs" / group / f"{name}-{r}.csv"
               for r in ("face", "control")},
-        descriptors=root / "data" / "face" / p.dataset / f"descriptors-{name}.csv")
+        descriptors={"align": data / f"descriptors-{name}.csv",
+                     "map": data / f"descriptors-{name}-map.csv"},
+        per_user=data / f"per_user-{name}.npz")
 
 
 # ------------------------------------------------------------------------ inputs
@@ -201,6 +217,7 @@ class StageResult:
     seconds: float
     cpu_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    test_per_user: PerUserMetrics | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
@@ -286,9 +303,10 @@ def train_stage(name: str, model: Backbone, face: FACE | None, ds: RecDataset,
     for m, s in zip(modules, best_state, strict=True):
         m.load_state_dict(s)
         m.eval()
-    test = test_eval(model)
-    return StageResult(name, best_epoch, best_valid, test, len(history), steps,
-                       time.perf_counter() - t_start, time.process_time() - c_start, history)
+    per_user = test_eval.per_user(model)
+    return StageResult(name, best_epoch, best_valid, per_user.mean(), len(history), steps,
+                       time.perf_counter() - t_start, time.process_time() - c_start, history,
+                       per_user)
 
 
 # ------------------------------------------------------------------------ outputs
@@ -338,16 +356,33 @@ def descriptor_table(model: Backbone, face: FACE, words: np.ndarray) -> pd.DataF
     return pd.concat(parts, ignore_index=True)
 
 
-def model_dataset(fp: FacePaths) -> str:
-    return fp.pretrained.parent.name
+def save_per_user(path: Path, results: dict[str, PerUserMetrics]) -> Path:
+    """Per-user test metrics of every system, for paired tests: ``users`` [M] and one
+    float64 [M] array per ``"<system>.<metric>"`` (systems base, map, face, control)."""
+    from facelib.io import publish
+
+    users = next(iter(results.values())).users
+    arrays: dict[str, np.ndarray] = {"users": users}
+    for system, pu in results.items():
+        if not np.array_equal(pu.users, users):
+            raise FaceError(f"per-user metrics of {system} cover other users than the rest")
+        arrays.update({f"{system}.{m}": v for m, v in pu.values.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    publish(tmp, path)
+    return path
 
 
-def _base_metrics(fp: FacePaths, model: Backbone, test_eval: Evaluator) -> dict[str, Any]:
-    saved = json.loads(fp.base_metrics.read_text()) if fp.base_metrics.is_file() else {}
-    if saved.get("dataset") == model_dataset(fp) and "test" in saved:
-        return {"test": saved["test"],
-                "source": str(fp.base_metrics.relative_to(paths.repo_root()))}
-    return {"test": test_eval(model), "source": "evaluated from the pretrained checkpoint"}
+def write_descriptors(table: pd.DataFrame, path: Path) -> Path:
+    """The descriptor table as CSV, written atomically."""
+    from facelib.io import publish
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    publish(tmp, path)
+    return path
 
 
 # ------------------------------------------------------------------------ the stage
@@ -377,7 +412,9 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     train_m = ds.matrix("train")
     evals = (Evaluator(train_m, ds.matrix("valid"), KS, cfp.eval_batch_size, device),
              Evaluator(train_m, ds.matrix("test"), KS, cfp.eval_batch_size, device))
-    base = _base_metrics(fp, model, evals[1])
+    base_per_user = evals[1].per_user(model)
+    base = {"test": base_per_user.mean(),
+            "source": f"{fp.pretrained.name} (best-validation weights of train_cf)"}
     noun = ds.item_noun
 
     # map
@@ -385,6 +422,7 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     res_map = train_stage("map", model, face, ds, cfg["map"], steps["map"], rng, device,
                           evals, progress)
     save_face_checkpoint(fp.checkpoints["map"], model, face, p, cfp, res_map)
+    write_descriptors(descriptor_table(model, face, words), fp.descriptors["map"])
     # align: strict load of the map state into an align-stage FACE
     t0 = time.perf_counter()
     encoder = FrozenEncoder.load(str(device))
@@ -397,33 +435,40 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     res_align = train_stage("align", model, face_a, ds, cfg["align"], steps["align"], rng,
                             device, evals, progress, epoch_offset=res_map.epochs_run)
     save_face_checkpoint(fp.checkpoints["align"], model, face_a, p, cfp, res_align)
-    table = descriptor_table(model, face_a, words)
-    fp.descriptors.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(fp.descriptors, index=False)
+    write_descriptors(descriptor_table(model, face_a, words), fp.descriptors["align"])
     write_log(res_map.history + res_align.history, fp.logs["face"])
+    per_user = {"base": base_per_user, "map": res_map.test_per_user,
+                "face": res_align.test_per_user}
 
     # control: same schedule from the same pretrained state, no regulariser
-    rng = seed_everything(p.seed)
-    control, _ = load_pretrained(p, fp, ds, device)
-    ctl_map = train_stage("map", control, None, ds, cfg["map"], steps["map"], rng, device,
-                          evals, progress)
-    ctl_align = train_stage("align", control, None, ds, cfg["align"], steps["align"], rng,
-                            device, evals, progress, epoch_offset=ctl_map.epochs_run)
-    save_face_checkpoint(fp.checkpoints["control"], control, None, p, cfp, ctl_align)
-    write_log(ctl_map.history + ctl_align.history, fp.logs["control"])
+    ctl_map = ctl_align = None
+    if p.control:
+        rng = seed_everything(p.seed)
+        control, _ = load_pretrained(p, fp, ds, device)
+        ctl_map = train_stage("map", control, None, ds, cfg["map"], steps["map"], rng,
+                              device, evals, progress)
+        ctl_align = train_stage("align", control, None, ds, cfg["align"], steps["align"],
+                                rng, device, evals, progress,
+                                epoch_offset=ctl_map.epochs_run)
+        save_face_checkpoint(fp.checkpoints["control"], control, None, p, cfp, ctl_align)
+        write_log(ctl_map.history + ctl_align.history, fp.logs["control"])
+        per_user["control"] = ctl_align.test_per_user
+    save_per_user(fp.per_user, per_user)
 
     metrics = {
         "dataset": p.dataset, "backbone": p.backbone, "seed": p.seed,
         "base": base,
         "face": {"test": res_align.test, "valid": res_align.best_valid,
                  "map": res_map.summary(), "align": res_align.summary()},
-        "control": {"test": ctl_align.test, "valid": ctl_align.best_valid,
-                    "map": ctl_map.summary(), "align": ctl_align.summary()},
+        "control": None if ctl_align is None or ctl_map is None else {
+            "test": ctl_align.test, "valid": ctl_align.best_valid,
+            "map": ctl_map.summary(), "align": ctl_align.summary()},
         "bounds": p.bounds(), "switches": {s: getattr(p, s) for s in REFERENCE_SWITCHES},
         "vocabulary_size": len(words), "profile_builder": art.meta.get("builder"),
         "emb_dim": model.dim, "cf_lr": cfp.lr, "reg": cfp.reg,
         "seconds": {"map": round(res_map.seconds, 2), "align": round(res_align.seconds, 2),
-                    "control": round(ctl_map.seconds + ctl_align.seconds, 2),
+                    "control": (round(ctl_map.seconds + ctl_align.seconds, 2)
+                                if ctl_align is not None and ctl_map is not None else 0.0),
                     "load_encoder": round(encoder_seconds, 2),
                     "cpu_total": round(time.process_time() - c_all, 2),
                     "total": round(time.perf_counter() - t_all, 2)},
@@ -431,9 +476,10 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
         "params": asdict(p),
     }
     write_json(metrics, fp.metrics)
-    return {**metrics, "history": {"face": res_map.history + res_align.history,
-                                   "control": ctl_map.history + ctl_align.history},
-            "paths": fp}
+    history = {"face": res_map.history + res_align.history}
+    if ctl_map is not None and ctl_align is not None:
+        history["control"] = ctl_map.history + ctl_align.history
+    return {**metrics, "history": history, "paths": fp}
 
 
 # ------------------------------------------------------------------------ notebook helpers
@@ -460,9 +506,11 @@ def prepare_smoke_inputs(p: FaceParams, progress: bool = False) -> None:
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Test metrics of the base model, the control run and FACE: rows run, columns metric."""
-    rows = {"base (train_cf)": metrics["base"]["test"],
-            "control (same schedule, no FACE)": metrics["control"]["test"],
-            "FACE (map + align)": metrics["face"]["test"]}
+    rows = {"base (train_cf)": metrics["base"]["test"]}
+    if metrics.get("control"):
+        rows["control (same schedule, no FACE)"] = metrics["control"]["test"]
+    rows["FACE map only"] = metrics["face"]["map"]["test"]
+    rows["FACE (map + align)"] = metrics["face"]["test"]
     return pd.DataFrame(rows).T[[f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]]
 
 

@@ -80,7 +80,8 @@ def run(tmp_path_factory):
 def test_outputs_written(run):
     fp = run["metrics"]["paths"]
     smoke = run["root"] / "build" / "smoke"
-    for path in [*fp.checkpoints.values(), fp.metrics, *fp.logs.values(), fp.descriptors]:
+    for path in [*fp.checkpoints.values(), fp.metrics, *fp.logs.values(),
+                 *fp.descriptors.values(), fp.per_user]:
         assert path.is_file() and smoke in path.parents, path
     saved = json.loads(fp.metrics.read_text())
     for block in ("base", "face", "control"):
@@ -105,14 +106,15 @@ def test_checkpoints_hold_no_encoder_and_round_trip(run):
         assert (face is None) == (stage == "control")
     model, face = load_face_checkpoint(fp.checkpoints["align"], ds, cb)
     words = pd.read_csv(paths.text_dir("synthetic") / "vocabulary.csv")["word"].to_numpy()
-    table = pd.read_csv(fp.descriptors, keep_default_na=False)
+    table = pd.read_csv(fp.descriptors["align"], keep_default_na=False)
     idx = face.describe(model.embeddings_for_eval()[0]).numpy()  # [U, C]
     users = table[table.entity == "user"].sort_values(["entity_id", "concept"])
     assert (users["word"].to_numpy() == words[idx.ravel()]).all()
 
 
-def test_descriptors_are_c_distinct_vocabulary_words(run):
-    table = pd.read_csv(run["metrics"]["paths"].descriptors, keep_default_na=False)
+@pytest.mark.parametrize("stage", ["map", "align"])
+def test_descriptors_are_c_distinct_vocabulary_words(run, stage):
+    table = pd.read_csv(run["metrics"]["paths"].descriptors[stage], keep_default_na=False)
     vocab = set(pd.read_csv(paths.text_dir("synthetic") / "vocabulary.csv")["word"])
     ds = run["ds"]
     assert list(table.columns) == ["entity", "entity_id", "concept", "word"]
@@ -122,6 +124,31 @@ def test_descriptors_are_c_distinct_vocabulary_words(run):
         per = part.groupby("entity_id")["word"]
         assert (per.size() == TINY["word_num"]).all() and (per.nunique() == TINY["word_num"]).all()
     assert set(table.word) <= vocab
+
+
+def test_per_user_metrics_average_to_the_reported_test_metrics(run):
+    saved = json.loads(run["metrics"]["paths"].metrics.read_text())
+    arrays = np.load(run["metrics"]["paths"].per_user)
+    users = arrays["users"]
+    assert len(users) == len(np.unique(users)) > 0
+    blocks = {"base": saved["base"]["test"], "map": saved["face"]["map"]["test"],
+              "face": saved["face"]["test"], "control": saved["control"]["test"]}
+    for system, test in blocks.items():
+        for metric, value in test.items():
+            per = arrays[f"{system}.{metric}"]
+            assert per.shape == users.shape and per.dtype == np.float64
+            assert per.mean() == pytest.approx(value, abs=1e-12)
+
+
+def test_tagged_variant_without_control_writes_under_ablations(run):
+    out = _run_with(run, tag="c2", word_num=2, control=False)
+    fp = out["paths"]
+    assert fp.metrics.parent.name == "ablations" and fp.metrics.name == "lightgcn-0-c2.json"
+    saved = json.loads(fp.metrics.read_text())
+    assert saved["control"] is None and saved["params"]["tag"] == "c2"
+    assert not fp.checkpoints["control"].exists()
+    assert "control.recall@20" not in np.load(fp.per_user)
+    assert pd.read_csv(fp.descriptors["align"]).groupby(["entity", "entity_id"]).size().eq(2).all()
 
 
 def test_control_has_no_face_losses_and_align_has_alignment(run):
@@ -174,3 +201,5 @@ def test_params_validation():
         build(FaceParams, {"backbone": "gru"}, "face")
     with pytest.raises(ParamsError, match="align_entities"):
         build(FaceParams, {"align_entities": 1}, "face")
+    with pytest.raises(ParamsError, match="face.tag"):
+        build(FaceParams, {"tag": "../x"}, "face")
