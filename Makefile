@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test lab bench clean
+.PHONY: setup repro ablations test browser lab bench bench-face clean
 
 setup: $(STAMP)
 
@@ -23,17 +23,32 @@ $(STAMP): pyproject.toml
 	$(PY) -m dvc config --local core.analytics false 2>/dev/null || true
 	touch $(STAMP)
 
+# the study (dvc.yaml); `dvc repro -P` would also run the ablations
 repro: $(STAMP)
-	dvc repro
+	dvc repro dvc.yaml
 
-test: $(STAMP)
+# FACE ablations on one run (ablations/dvc.yaml), kept out of `make repro`'s hour
+ablations: $(STAMP)
+	dvc repro ablations/dvc.yaml
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# headless Chromium for the report's browser test (Debian packages, installed once)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    else echo "note: install chromium and chromium-driver for the browser test"; fi; }
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
 	$(PY) benchmarks/lightgcn_vs_pyg.py
+
+bench-face: $(STAMP)
+	$(PY) benchmarks/face_step.py --json reports/benchmarks/face_step_cpu.json
 
 clean:
 	rm -rf build .pytest_cache

@@ -111,7 +111,7 @@ class PromptBuilder(nn.Module):
                 "be one token: use an encoder whose tokenizer has a single comma token"
             )
         prompts = [ids(USER_PROMPT), ids(ITEM_PROMPT.format(noun=noun))]
-        table = token_embeddings.detach().float()
+        table = token_embeddings.detach().float().cpu()  # buffers start on the CPU; .to() moves them
         self.word_num = word_num
         self.lengths = tuple(1 + len(p) + 2 * word_num - 1 + 1 for p in prompts)
         length = max(self.lengths)
