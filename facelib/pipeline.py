@@ -33,6 +33,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "text": ("02_text.ipynb", "facelib.text.stage:TextParams"),
     "train_cf": ("03_train_cf.ipynb", "facelib.train:TrainCFParams"),
     "face": ("04_face.ipynb", "facelib.face_stage:FaceParams"),
+    "results": ("05_results.ipynb", "facelib.results:ResultsParams"),
+    "interpret": ("06_interpret.ipynb", "facelib.interpret:InterpretParams"),
+    "ablations": ("07_ablations.ipynb", "facelib.ablations:AblationsParams"),
 }
 
 
@@ -68,15 +71,18 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str = "") -> Path:
-    """Execute the notebook of ``stage`` with its params; return the executed notebook path."""
+def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str = "",
+              out_dir: Path | None = None) -> Path:
+    """Execute the notebook of ``stage`` with its params; return the executed notebook path
+    (``out_dir``, default ``reports/notebooks/``, relative to the repository root)."""
     import papermill as pm
 
     p = stage_params(stage, overrides)
     notebook = STAGES[stage][0]
     root = paths.repo_root()
     src = root / "notebooks" / notebook
-    out = paths.reports_dir() / "notebooks" / (Path(notebook).stem + suffix + ".ipynb")
+    folder = root / out_dir if out_dir is not None else paths.reports_dir() / "notebooks"
+    out = folder / (Path(notebook).stem + suffix + ".ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     parameters = {**as_dict(p), "progress": False, "publish": True}
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".ipynb", dir=out.parent)
@@ -112,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter of the stage (repeatable)")
     parser.add_argument("--suffix", default="", help="suffix of the executed notebook's name")
+    parser.add_argument("--out-dir", default=None, type=Path,
+                        help="folder of the executed notebook (default reports/notebooks)")
     args = parser.parse_args(argv)
     try:
-        out = run_stage(args.stage, _parse_set(args.set), args.suffix)
+        out = run_stage(args.stage, _parse_set(args.set), args.suffix, args.out_dir)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,5 +62,8 @@ def test_a_failing_notebook_is_kept_aside_not_published(sandbox):
 def test_a_successful_run_publishes_notebook_and_metrics(sandbox):
     out = pipeline.run_stage("data", {"dataset": "synthetic"})
     assert out == sandbox / "reports" / "notebooks" / "01_data.ipynb"
+    again = pipeline.run_stage("data", {"dataset": "synthetic"}, suffix="-x",
+                               out_dir=Path("reports/other"))
+    assert again == sandbox / "reports" / "other" / "01_data-x.ipynb" and again.is_file()
     assert (sandbox / "reports" / "metrics" / "data.json").exists()
     assert (sandbox / "data" / "processed" / "synthetic" / "meta.json").exists()

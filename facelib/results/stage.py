@@ -1,0 +1,266 @@
+"""The ``results`` stage: one table over systems x backbones x seeds, paired significance
+tests, verdict sentences and figures.
+
+Reads (below ``root``: the repository, or ``build/smoke/results`` for a smoke run):
+
+- each system's metrics JSON (:data:`facelib.results.systems.SYSTEMS`): most popular
+  ``reports/metrics/cf/most_popular.json``, base ``reports/metrics/cf/<bb>-<seed>.json``,
+  control / FACE map-only / FACE ``reports/metrics/face/<bb>-<seed>.json``;
+- per-user test metrics ``data/face/<dataset>/per_user-<bb>-<seed>.npz`` for the tests.
+
+Writes: ``reports/results/results.csv`` (summary, long form), ``results.md`` (the tables,
+verdicts, provenance), ``significance.csv`` (every comparison x metric),
+``reports/metrics/results.json`` (headline numbers and p-values, for ``dvc metrics``) and
+``reports/figures/results_*.png``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from facelib import paths
+from facelib.config import ParamsError, as_dict, param
+from facelib.io import write_json
+from facelib.results import tables
+from facelib.results.files import save_figure, write_text
+from facelib.results.stats import PairedTest, paired_test, summarize
+from facelib.results.systems import (METRICS, SYSTEMS, ResultsError, Run, System,
+                                     load_per_user, load_runs)
+
+OUTPUTS = {"csv": "reports/results/results.csv", "md": "reports/results/results.md",
+           "significance": "reports/results/significance.csv",
+           "json": "reports/metrics/results.json"}
+FIGURES = {"bars": "reports/figures/results_bars.png",
+           "per_user": "reports/figures/results_per_user.png"}
+
+
+@dataclass(frozen=True)
+class ResultsParams:
+    """``params.yaml`` section ``results``."""
+
+    dataset: str = param("ml-1m", help="processed dataset (filled from data.dataset)")
+    backbones: list[str] = param(["lightgcn", "mf"], help="backbones with runs to tabulate")
+    seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of every seeded system")
+    systems: list[str] = param(list(SYSTEMS), choices=tuple(SYSTEMS),
+                               help="table rows, in order (facelib.results.SYSTEMS)")
+    comparisons: list[list[str]] = param([["face", "base"], ["face", "control"]],
+                                         help="paired tests: [treatment, reference]")
+    metrics: list[str] = param(list(METRICS), choices=METRICS)
+    headline: list[str] = param(["recall@20", "ndcg@20"], choices=METRICS,
+                                help="figures, README, verdicts (the first)")
+    alpha: float = param(0.05, gt=0.0, lt=1.0, help="significance level")
+    ci: float = param(0.95, gt=0.0, lt=1.0, help="confidence level of the mean difference")
+
+    def __post_init__(self) -> None:
+        where = "params [results."
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
+            raise ParamsError(f"{where}dataset]: {self.dataset!r} is not a dataset name")
+        for b in self.backbones:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", b):
+                raise ParamsError(f"{where}backbones]: {b!r} is not a backbone name")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"{where}seeds]: give at least one seed, each once")
+        for pair in self.comparisons:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ParamsError(f"{where}comparisons]: {pair!r} is not a [treatment, "
+                                  f"reference] pair of two systems")
+            for s in pair:
+                if s not in self.systems or SYSTEMS[s].per_user is None:
+                    raise ParamsError(f"{where}comparisons]: {s!r} is not a system of "
+                                      f"results.systems with per-user metrics")
+        lost = [m for m in self.headline if m not in self.metrics]
+        if lost:
+            raise ParamsError(f"{where}headline]: {', '.join(lost)} not in results.metrics")
+
+
+@dataclass
+class Results:
+    """Everything the stage computes (nothing is written yet)."""
+
+    params: ResultsParams
+    runs: list[Run]
+    summary: pd.DataFrame        # backbone, system, metric, n_seeds, mean, std, rel_base_pct
+    significance: pd.DataFrame   # backbone, treatment, reference, metric, n_seeds, PairedTest
+    diffs: pd.DataFrame          # backbone, treatment, reference, user, diff (headline[0])
+    sentences: list[str]
+    provenance: dict[str, Any]
+    agreement: float = 0.0       # max |per-user mean - JSON mean| over tested systems
+    markdown: str = field(default="", repr=False)
+
+
+def results_root(publish: bool) -> Path:
+    """The repository root for published runs, ``build/smoke/results`` otherwise."""
+    return paths.repo_root() if publish else paths.repo_root() / "build" / "smoke" / "results"
+
+
+def provenance(runs: list[Run], root: Path, p: ResultsParams, produced: str) -> dict[str, Any]:
+    """When, on what data, with which profile builder and compute profile."""
+    face = [r.record for r in runs if "bounds" in r.record]
+    prov: dict[str, Any] = {"produced": produced, "dataset": p.dataset, "seeds": p.seeds,
+                            "backbones": p.backbones}
+    data_json = root / "reports" / "metrics" / "data.json"
+    if data_json.is_file():
+        data = json.loads(data_json.read_text())
+        if data.get("dataset") == p.dataset:
+            prov.update(split_seed=data.get("seed"), users=data.get("users"),
+                        items=data.get("items"), test_interactions=data.get("test"))
+    builders = sorted({str(r.get("profile_builder")) for r in face if r.get("profile_builder")})
+    prov["profile_builder"] = ", ".join(builders) or None
+    if face:
+        b = face[0]["bounds"]
+        if any(r["bounds"] != b for r in face):
+            warnings.warn("the face runs used different bounds; the provenance shows the "
+                          "first run's", stacklevel=2)
+        bounded = any(b.get(k) for k in ("map_steps_per_epoch", "align_steps_per_epoch",
+                                         "align_entities"))
+        devices = ", ".join(sorted({str(r.get("device")) for r in face}))
+        dims = ", ".join(sorted({str(r.get("emb_dim")) for r in face}))
+        steps = lambda n: f"{n} steps" if n else "full"  # noqa: E731
+        prov["bounds"] = b
+        prov["compute_profile"] = (
+            f"{'CPU-bounded' if bounded else 'paper-scale'} profile on {devices} (d = {dims};"
+            f" FACE C = {b.get('word_num')}, D = {b.get('word_dim')}, batch "
+            f"{b.get('batch_size')}, map <= {b.get('map_max_epochs')} epochs x "
+            f"{steps(b.get('map_steps_per_epoch'))}, align <= {b.get('align_max_epochs')} "
+            f"epochs x {steps(b.get('align_steps_per_epoch'))}, "
+            f"{b.get('align_entities') or 'all'} rows aligned per step, patience "
+            f"{b.get('patience')})")
+    return prov
+
+
+def _compare(root: Path, p: ResultsParams, registry: Mapping[str, System]
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], dict[str, float]]]:
+    rows, diffs, means = [], [], {}
+    for backbone in p.backbones:
+        cache: dict[str, Any] = {}
+        for pair in p.comparisons:
+            for s in pair:
+                if s not in cache:
+                    cache[s] = load_per_user(root, registry[s], backbone, p.seeds, p.dataset,
+                                             p.metrics)
+                    if cache[s] is not None:
+                        means[(backbone, s)] = {m: float(v.mean()) for m, v in
+                                                cache[s][1].items()}
+            t, r = cache[pair[0]], cache[pair[1]]
+            if t is None or r is None:
+                continue
+            if not np.array_equal(t[0], r[0]):
+                raise ResultsError(f"{backbone}: {pair[0]} and {pair[1]} were evaluated on "
+                                   f"different test users; re-run their stages")
+            for m in p.metrics:
+                test: PairedTest = paired_test(t[1][m], r[1][m], p.ci)
+                rows.append({"backbone": backbone, "treatment": pair[0], "reference": pair[1],
+                             "metric": m, "n_seeds": len(p.seeds), **test.as_dict()})
+            m0 = p.headline[0]
+            diffs.append(pd.DataFrame({"backbone": backbone, "treatment": pair[0],
+                                       "reference": pair[1], "user": t[0],
+                                       "diff": t[1][m0] - r[1][m0]}))
+    cols = ["backbone", "treatment", "reference", "metric", "n_seeds",
+            *PairedTest.__dataclass_fields__]
+    diff_cols = ["backbone", "treatment", "reference", "user", "diff"]
+    return (pd.DataFrame(rows, columns=cols),
+            pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame(columns=diff_cols),
+            means)
+
+
+def compute_results(p: ResultsParams, root: Path | None = None, produced: str | None = None,
+                    registry: Mapping[str, System] = SYSTEMS) -> Results:
+    """Load every run, summarise over seeds, test the comparisons, write the sentences."""
+    root = Path(root) if root is not None else paths.repo_root()
+    face_dir = root / "reports" / "metrics" / "face"
+    if any(registry[s].stage == "face" for s in p.systems) and not any(face_dir.glob("*.json")):
+        raise ResultsError(f"no face metrics in {face_dir.relative_to(root)}/; run the face "
+                           f"stage first: dvc repro face")
+    runs = load_runs(root, p.systems, p.backbones, p.seeds, p.dataset, registry)
+    summary = summarize(runs, p.systems, p.metrics)
+    sig, diffs, means = _compare(root, p, registry)
+    gap = 0.0
+    for (backbone, s), per_user in means.items():
+        json_means = summary[(summary.backbone == backbone) & (summary.system == s)]
+        for row in json_means.itertuples():
+            gap = max(gap, abs(per_user[row.metric] - row.mean))
+    if gap > 1e-6:
+        warnings.warn(f"per-user means differ from the metrics JSON by up to {gap:.2e}",
+                      stacklevel=2)
+    sentences = [tables.backbone_sentence(b, sig, p.comparisons, p.headline[0], p.alpha,
+                                          p.ci, registry) for b in p.backbones]
+    produced = produced or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    prov = provenance(runs, root, p, produced)
+    res = Results(p, runs, summary, sig, diffs, sentences, prov, gap)
+    note = (f"A difference is called significant when both p-values are below {p.alpha} "
+            f"(no correction for multiple comparisons); every metric is in "
+            f"`{OUTPUTS['significance']}`.")
+    res.markdown = tables.results_markdown(
+        tables.summary_markdown(summary, p.metrics, registry),
+        tables.significance_markdown(sig, p.headline, registry), sentences,
+        tables.provenance_line(prov), note)
+    return res
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None, numpy scalars -> Python (valid JSON)."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
+def headline_json(res: Results) -> dict[str, Any]:
+    """``results.json``: headline means/stds per backbone and system, the paired tests of
+    the headline metrics, the verdicts and the provenance."""
+    p = res.params
+    out: dict[str, Any] = {"dataset": p.dataset, "seeds": p.seeds, "params": as_dict(p),
+                           "provenance": res.provenance,
+                           "provenance_line": tables.provenance_line(res.provenance),
+                           "verdicts": res.sentences, "table": {}, "significance": {}}
+    for row in res.summary[res.summary.metric.isin(p.headline)].itertuples():
+        cell = out["table"].setdefault(row.backbone or "all", {}).setdefault(row.system, {})
+        cell[row.metric] = {"mean": row.mean, "std": row.std, "rel_base_pct": row.rel_base_pct}
+    for row in res.significance[res.significance.metric.isin(p.headline)].itertuples():
+        name = f"{row.treatment}_vs_{row.reference}"
+        cell = out["significance"].setdefault(row.backbone, {}).setdefault(name, {})
+        cell[row.metric] = {k: getattr(row, k) for k in (
+            "mean_diff", "ci_low", "ci_high", "rel_pct", "p_wilcoxon", "p_ttest", "n_users")}
+    return _clean(out)
+
+
+def write_results(res: Results, root: Path | None = None,
+                  figures: Mapping[str, Figure] | None = None) -> dict[str, Path]:
+    """Write the CSVs, ``results.md``, ``results.json`` and the given figures (keys of
+    :data:`FIGURES`) below ``root``; return the written paths by key."""
+    root = Path(root) if root is not None else paths.repo_root()
+    out = {k: root / v for k, v in OUTPUTS.items()}
+    write_text(res.summary.to_csv(index=False, float_format="%.6g"), out["csv"])
+    write_text(res.significance.to_csv(index=False, float_format="%.6g"), out["significance"])
+    write_text(res.markdown, out["md"])
+    write_json(headline_json(res), out["json"])
+    for key, fig in (figures or {}).items():
+        out[key] = save_figure(fig, root / FIGURES[key])
+    return out
+
+
+def summary_from_files(root: Path, params: Mapping[str, Any]) -> str:
+    """The test-metrics Markdown table recomputed from the committed metrics JSON alone
+    (``params``: the ``params`` recorded in ``results.json``)."""
+    from facelib.config import build
+
+    p = build(ResultsParams, dict(params), "results")
+    runs = load_runs(root, p.systems, p.backbones, p.seeds, p.dataset)
+    return tables.summary_markdown(summarize(runs, p.systems, p.metrics), p.metrics)

@@ -1,0 +1,215 @@
+"""Which systems feed the results table, and where their numbers live.
+
+A :class:`System` names one row family of the table: the metrics JSON it is read from (a
+path pattern with ``{backbone}``, ``{seed}`` and ``{dataset}`` placeholders, relative to
+the repository root), the dotted key of the test-metrics dict inside that JSON, and
+optionally the per-user arrays written beside it for paired tests. The table is built from
+:data:`SYSTEMS` in order, so a later system (RLMRec-Con/Gen, DaRec, ...) joins it by adding
+one entry here and naming it in ``params.yaml`` (``results.systems``)::
+
+    System("rlmrec_con", "RLMRec-Con", "the RLMRec-Con run",
+           "reports/metrics/rlmrec_con/{backbone}-{seed}.json", "test", stage="rlmrec_con",
+           per_user=("data/rlmrec_con/{dataset}/per_user-{backbone}-{seed}.npz", "rlmrec_con"))
+
+Per-user files (``.npz``) hold ``users`` [M] int64 (the evaluated test users, ascending)
+and one float64 [M] array per system and metric named ``"<prefix>.<metric>"``
+(``face.recall@20``, ``base.ndcg@5``, ...), all aligned with ``users``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from facelib.data.errors import DataError
+from facelib.evaluate import KS
+
+METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
+BACKBONE_NAMES = {"mf": "MF", "lightgcn": "LightGCN", "simgcl": "SimGCL"}
+FACE_PER_USER = "data/face/{dataset}/per_user-{backbone}-{seed}.npz"
+
+
+class ResultsError(DataError):
+    """An input of the results stage is missing or inconsistent (one-line message)."""
+
+
+@dataclass(frozen=True)
+class System:
+    """One system of the results table.
+
+    Attributes:
+        name: key used in ``params.yaml``, CSV files and ``results.json``.
+        label: text of its table row; phrase: how a sentence names it ("the control run").
+        metrics: JSON path pattern; without ``{backbone}`` the system is backbone-free (one
+            row for all backbones), without ``{seed}`` it has one run (no spread).
+        key: dotted path of the test-metrics dict in that JSON; a ``null`` on the way
+            means "not run" (the row is left out, e.g. a face run without control).
+        stage: the DVC stage that writes the file (named in error messages).
+        required: a missing file is an error (True) or an empty row (False).
+        per_user: (npz path pattern, array prefix) of per-user test metrics, or None.
+    """
+
+    name: str
+    label: str
+    phrase: str
+    metrics: str
+    key: str
+    stage: str
+    required: bool = True
+    per_user: tuple[str, str] | None = None
+
+    @property
+    def seeded(self) -> bool:
+        return "{seed}" in self.metrics
+
+    @property
+    def per_backbone(self) -> bool:
+        return "{backbone}" in self.metrics
+
+
+_FACE_JSON = "reports/metrics/face/{backbone}-{seed}.json"
+SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
+    System("most_popular", "Most popular", "the most-popular floor",
+           "reports/metrics/cf/most_popular.json", "test", stage="train_cf_floor"),
+    System("base", "Base (train_cf)", "the base model",
+           "reports/metrics/cf/{backbone}-{seed}.json", "test", stage="train_cf",
+           per_user=(FACE_PER_USER, "base")),
+    System("control", "Control (no FACE loss)", "the control run",
+           _FACE_JSON, "control.test", stage="face", required=False,
+           per_user=(FACE_PER_USER, "control")),
+    System("face_map", "FACE map-only", "FACE map-only",
+           _FACE_JSON, "face.map.test", stage="face", per_user=(FACE_PER_USER, "map")),
+    System("face", "FACE (map + align)", "FACE",
+           _FACE_JSON, "face.test", stage="face", per_user=(FACE_PER_USER, "face")),
+)})
+
+
+def backbone_name(backbone: str) -> str:
+    """Display name of a backbone key (``lightgcn`` -> ``LightGCN``)."""
+    return BACKBONE_NAMES.get(backbone, backbone)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Test metrics of one system on one backbone and seed (seed None: unseeded)."""
+
+    system: str
+    backbone: str | None
+    seed: int | None
+    metrics: dict[str, float]
+    source: Path
+    record: dict[str, Any]
+
+
+def _dig(record: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(record, dict):
+            return None
+        record = record.get(part)
+    return record
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _missing(system: System, path: Path, root: Path) -> ResultsError:
+    hint = (f"run the face stage first: dvc repro {system.stage}" if system.stage == "face"
+            else f"run it first: dvc repro {system.stage}")
+    return ResultsError(f"no {system.label} metrics: {_rel(path, root)} is missing; {hint}")
+
+
+def load_runs(root: Path, systems: Sequence[str], backbones: Sequence[str],
+              seeds: Sequence[int], dataset: str,
+              registry: Mapping[str, System] = SYSTEMS) -> list[Run]:
+    """Read the test metrics of every system x backbone x seed below ``root``.
+
+    Raises :class:`ResultsError` for a missing file of a required system, a file of
+    another dataset, or a metrics dict without the expected keys.
+    """
+    runs: list[Run] = []
+    for name in systems:
+        system = registry[name]
+        for backbone in (backbones if system.per_backbone else [None]):
+            for seed in (seeds if system.seeded else [None]):
+                rel = system.metrics.format(backbone=backbone, seed=seed, dataset=dataset)
+                path = root / rel
+                if not path.is_file():
+                    if system.required:
+                        raise _missing(system, path, root)
+                    continue
+                try:
+                    record = json.loads(path.read_text())
+                except json.JSONDecodeError as exc:
+                    raise ResultsError(f"{rel} is not valid JSON ({exc.msg}); re-run: "
+                                       f"dvc repro {system.stage}") from None
+                if record.get("dataset", dataset) != dataset:
+                    raise ResultsError(f"{rel} is for dataset {record['dataset']!r}, not "
+                                       f"{dataset!r}; re-run: dvc repro {system.stage}")
+                values = _dig(record, system.key)
+                if values is None:
+                    if system.required:
+                        raise ResultsError(f"{rel} has no {system.key!r}; re-run: "
+                                           f"dvc repro {system.stage}")
+                    continue
+                lost = [m for m in METRICS if m not in values]
+                if lost:
+                    raise ResultsError(f"{rel} [{system.key}] lacks {', '.join(lost)}; "
+                                       f"re-run: dvc repro {system.stage}")
+                runs.append(Run(name, backbone, seed, {m: float(values[m]) for m in METRICS},
+                                path, record))
+    return runs
+
+
+def load_per_user(root: Path, system: System, backbone: str, seeds: Sequence[int],
+                  dataset: str, metrics: Sequence[str]
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """Per-user test metrics of ``system`` on ``backbone``, averaged over ``seeds``.
+
+    Returns ``(users [M], {metric: [M] mean over seeds})``, or None when the system was not
+    run (its arrays are absent and it is not required). The split is fixed, so every seed
+    must evaluate the same users; a mismatch is an error.
+    """
+    if system.per_user is None:
+        raise ResultsError(f"{system.label} has no per-user metrics to test")
+    pattern, prefix = system.per_user
+    users: np.ndarray | None = None
+    sums: dict[str, np.ndarray] = {}
+    for seed in seeds:
+        rel = pattern.format(backbone=backbone, seed=seed, dataset=dataset)
+        path = root / rel
+        if not path.is_file():
+            raise ResultsError(f"per-user test metrics missing: {rel}; re-run the "
+                               f"{system.stage} stage: dvc repro {system.stage}")
+        with np.load(path) as npz:
+            names = [f"{prefix}.{m}" for m in metrics]
+            if not all(n in npz for n in names):
+                if system.required or any(n in npz for n in names):
+                    lost = [n for n in names if n not in npz]
+                    raise ResultsError(f"{rel} lacks {', '.join(lost)}; re-run: "
+                                       f"dvc repro {system.stage}")
+                return None
+            these = np.asarray(npz["users"], dtype=np.int64)
+            if users is None:
+                users = these
+            elif not np.array_equal(users, these):
+                raise ResultsError(f"{rel}: test users differ from seed {seeds[0]}'s; the "
+                                   f"split must be fixed across seeds (re-run dvc repro)")
+            for m, n in zip(metrics, names):
+                values = np.asarray(npz[n], dtype=np.float64)
+                if values.shape != these.shape:
+                    raise ResultsError(f"{rel}: {n} has shape {values.shape}, users "
+                                       f"{these.shape}; re-run: dvc repro {system.stage}")
+                sums[m] = sums.get(m, 0.0) + values
+    assert users is not None
+    return users, {m: v / len(seeds) for m, v in sums.items()}
+
