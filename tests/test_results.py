@@ -123,6 +123,8 @@ def test_stage_on_a_hand_made_tree(tmp_path):
     assert row.p_wilcoxon < 1e-6 and row.p_ttest < 1e-6
     assert sig.loc[("mf", "control", "ndcg@5")].p_wilcoxon < 1e-6
     assert res.agreement < 1e-12
+    assert (res.significance.seeds_higher == 3).all()  # FACE above in every seed
+    assert "higher in 3 of 3 seeds" in res.sentences[1]
     face = res.summary.query("system == 'face' and backbone == 'mf' and metric == 'recall@20'")
     base = res.summary.query("system == 'base' and backbone == 'mf' and metric == 'recall@20'")
     assert face["mean"].item() - base["mean"].item() == pytest.approx(0.01)
@@ -148,6 +150,7 @@ def test_no_gain_is_reported_as_such(tmp_path):
     assert "FACE is identical on every user to the base model (+0.0000 Recall@20" \
         in res.sentences[0]
     assert (res.significance.p_wilcoxon == 1.0).all()
+    assert (res.significance.seeds_higher == 0).all()
 
 
 def test_missing_control_is_skipped_not_an_error(tmp_path):

@@ -175,6 +175,19 @@ def _compare(root: Path, p: ResultsParams, registry: Mapping[str, System]
             means)
 
 
+def seeds_higher(runs: list[Run], sig: pd.DataFrame) -> list[int]:
+    """For each row of ``sig``: in how many seeds the treatment's test metric (its metrics
+    JSON) is above the reference's on that backbone (the seed-level view of the test)."""
+    value = {(r.system, r.backbone, r.seed): r.metrics for r in runs}
+    out = []
+    for row in sig.itertuples():
+        seeds = {r.seed for r in runs if r.system == row.treatment and r.backbone == row.backbone}
+        out.append(sum(value[(row.treatment, row.backbone, s)][row.metric]
+                       > value[(row.reference, row.backbone, s)][row.metric]
+                       for s in seeds if (row.reference, row.backbone, s) in value))
+    return out
+
+
 def compute_results(p: ResultsParams, root: Path | None = None, produced: str | None = None,
                     registry: Mapping[str, System] = SYSTEMS) -> Results:
     """Load every run, summarise over seeds, test the comparisons, write the sentences."""
@@ -186,6 +199,7 @@ def compute_results(p: ResultsParams, root: Path | None = None, produced: str | 
     runs = load_runs(root, p.systems, p.backbones, p.seeds, p.dataset, registry)
     summary = summarize(runs, p.systems, p.metrics)
     sig, diffs, means = _compare(root, p, registry)
+    sig["seeds_higher"] = seeds_higher(runs, sig)
     gap = 0.0
     for (backbone, s), per_user in means.items():
         json_means = summary[(summary.backbone == backbone) & (summary.system == s)]

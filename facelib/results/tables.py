@@ -114,6 +114,8 @@ def backbone_sentence(backbone: str, sig: pd.DataFrame, comparisons: Sequence[Se
         numbers = (f"{test.mean_diff:+.4f} {metric_name(metric)}, {test.rel_pct:+.1f}%, "
                    f"{round(100 * ci)}% CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
                    f"Wilcoxon p = {fmt_p(test.p_wilcoxon)}")
+        if "seeds_higher" in test.index:
+            numbers += f", higher in {int(test.seeds_higher)} of {int(test.n_seeds)} seeds"
         if previous and previous[0] == treatment:
             joint = " and " if (verb == "beats") == (previous[1] == "beats") else " but "
             clauses[-1] += f"{joint}{verb} {r.phrase} ({numbers})"
