@@ -1,0 +1,25 @@
+"""Interpretability studies of FACE's descriptors (the ``interpret`` stage).
+
+Each study compares four descriptor variants: FACE after align, the map stage alone,
+random vocabulary words, and the nearest words to the entity's profile (a reference):
+
+=================  =====================================================================
+``retrieval``      descriptor sentence -> own profile among all profiles (hit@k, MRR)
+``keywords``       descriptors that are profile words (lemma match) or near synonyms
+``genres``         zero-shot genre ranking of item descriptor sentences vs true genres
+``usage``          codebook usage (distinct words, entropy, per-concept diversity) and
+                   stability across seeds (Jaccard)
+``cases``          case-study tables and a t-SNE map of item embeddings
+``explorer``       one self-contained HTML page with every user's and item's descriptors
+=================  =====================================================================
+
+``stage.run_interpret`` runs them all; ``summary.verdicts`` turns the numbers into
+sentences. Importing this package loads no model and reads no file.
+"""
+
+from facelib.interpret.params import InterpretError, InterpretParams
+from facelib.interpret.stage import InterpretResult, prepare_smoke_descriptors, run_interpret
+from facelib.interpret.summary import study_table, verdicts
+
+__all__ = ["InterpretError", "InterpretParams", "InterpretResult", "prepare_smoke_descriptors",
+           "run_interpret", "study_table", "verdicts"]

@@ -1,0 +1,135 @@
+"""Studies 1-4 over every descriptor set of a run, as :class:`~facelib.interpret.summary.Record`
+lists (the study modules hold the measures; this module only loops over backbones, seeds,
+variants and entity types)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from facelib.interpret.descriptors import KINDS, VARIANTS
+from facelib.interpret.genres import (
+    genre_lists,
+    genre_matrix,
+    genre_metrics,
+    genre_names,
+    prior_scores,
+    top_k,
+)
+from facelib.interpret.inputs import SentenceEmbeddings, StudyInputs
+from facelib.interpret.keywords import ProfileKeywords, needed_words
+from facelib.interpret.params import InterpretParams
+from facelib.interpret.retrieval import retrieval_metrics
+from facelib.interpret.summary import Record, records_for
+from facelib.interpret.usage import pairwise_jaccard, top_words, usage_stats
+
+
+def _runs(p: InterpretParams) -> Iterator[tuple[str, int, str]]:
+    """Every (backbone, seed, variant) of a run."""
+    for b in p.backbones:
+        for s in p.seeds:
+            for v in VARIANTS:
+                yield b, s, v
+
+
+def retrieval_records(inp: StudyInputs, p: InterpretParams,
+                      emb: SentenceEmbeddings) -> list[Record]:
+    """Study 1: descriptor sentence -> own profile among all profiles of its type."""
+    out: list[Record] = []
+    for b, s, v in _runs(p):
+        for kind in KINDS:
+            q = emb(inp.sets[(b, s, v)], kind)
+            m = retrieval_metrics(q, inp.profile_emb[kind], inp.sample[kind])
+            out += records_for("retrieval", b, v, kind, s, m)
+    return out
+
+
+def keyword_records(inp: StudyInputs, p: InterpretParams, encoder: Any,
+                    word_emb: np.ndarray) -> list[Record]:
+    """Study 2: descriptors that are (lemmas of) profile words, or near synonyms of one.
+
+    Profile words outside the vocabulary are encoded once, each alone, like the
+    vocabulary words (``word_emb`` [V, d]); both share one table."""
+    texts = {k: [inp.profiles[k][e] for e in inp.sample[k]] for k in KINDS}
+    vocab_row = {w: i for i, w in enumerate(inp.words)}
+    extra = [w for w in needed_words(texts["user"] + texts["item"]) if w not in vocab_row]
+    extra_emb = (encoder.encode_texts(extra, p.batch_size) if extra
+                 else np.empty((0, word_emb.shape[1]), np.float32))
+    table = np.concatenate([word_emb, extra_emb])  # [V + extra, d]
+    row = {**vocab_row, **{w: len(inp.words) + j for j, w in enumerate(extra)}}
+    kw = {k: ProfileKeywords.from_texts(texts[k], row) for k in KINDS}
+    out: list[Record] = []
+    for b, s, v in _runs(p):
+        for kind in KINDS:
+            idx = inp.sets[(b, s, v)][kind][inp.sample[kind]]  # [M, C]
+            desc_words = [list(inp.words[r]) for r in idx]
+            m = kw[kind].shares(desc_words, idx, table, p.synonym_threshold)
+            out += records_for("keywords", b, v, kind, s, m)
+    return out
+
+
+def genre_records(inp: StudyInputs, p: InterpretParams, encoder: Any,
+                  emb: SentenceEmbeddings) -> tuple[list[Record], dict[str, Any]]:
+    """Study 3: zero-shot genre ranking by the item descriptor sentence, with the genre
+    prior and the profile embedding beside it. Empty when the items have no genres."""
+    lists = genre_lists(inp.ds.items)
+    if lists is None or not any(lists):
+        return [], {"available": False}
+    names = genre_names(lists)
+    genre_emb = encoder.encode_texts(names, p.batch_size)  # [G, d]
+    truth_all = genre_matrix(lists, names)
+    items = inp.sample["item"]
+    truth = truth_all[items]
+    k = top_k(truth_all)
+    out: list[Record] = []
+    for b, s, v in _runs(p):
+        scores = emb(inp.sets[(b, s, v)], "item") @ genre_emb.T  # [M, G]
+        out += records_for("genre", b, v, "item", s, genre_metrics(scores, truth, k))
+    base = {"prior": prior_scores(truth_all, len(items)),
+            "profile": inp.art.item_emb[items] @ genre_emb.T}
+    for name, scores in base.items():
+        m = genre_metrics(scores, truth, k)
+        for b in p.backbones:
+            for s in p.seeds:
+                out += records_for("genre", b, name, "item", s, m)
+    info = {"available": True, "genres": names, "k": k,
+            "items_with_genres": int(truth.any(axis=1).sum())}
+    return out, info
+
+
+def usage_records(inp: StudyInputs, p: InterpretParams
+                  ) -> tuple[list[Record], dict[str, Any]]:
+    """Study 4a: codebook usage of every set over *all* users and items (no sampling);
+    the most used words of the first seed."""
+    out: list[Record] = []
+    top: dict[str, Any] = {}
+    v_size = len(inp.words)
+    for b, s, v in _runs(p):
+        d = inp.sets[(b, s, v)]
+        parts = {**d, "all": np.concatenate([d["user"], d["item"]])}
+        for ent, idx in parts.items():
+            out += records_for("usage", b, v, ent, s, usage_stats(idx, v_size))
+            if s == p.seeds[0]:
+                top.setdefault(b, {}).setdefault(v, {})[ent] = top_words(idx, inp.words)
+    return out, top
+
+
+def stability_records(inp: StudyInputs, p: InterpretParams) -> list[Record]:
+    """Study 4b: mean Jaccard of an entity's words between every pair of seeds (same
+    backbone); nothing with a single seed."""
+    out: list[Record] = []
+    if len(p.seeds) < 2:
+        return out
+    for b in p.backbones:
+        for v in VARIANTS:
+            for ent in (*KINDS, "all"):
+                runs = {}
+                for s in p.seeds:
+                    d = inp.sets[(b, s, v)]
+                    runs[str(s)] = (np.concatenate([d["user"], d["item"]]) if ent == "all"
+                                    else d[ent])
+                for pair, value in pairwise_jaccard(runs).items():
+                    out.append(Record("stability", b, v, ent, "jaccard", pair, value))
+    return out
