@@ -4,7 +4,9 @@ The ``ablate`` stages of ``ablations/dvc.yaml`` run the face stage on one pretra
 (``backbone``-``seed``) with one change each (``params.yaml: ablations.variants``) and write
 ``reports/metrics/ablations/<backbone>-<seed>-<tag>.json``. The unchanged configuration is
 the main face run of that backbone and seed (``reports/metrics/face/<backbone>-<seed>.json``);
-its seed spread over the main runs is the yardstick for "within noise".
+the spread over seeds of FACE's change from its own base model (main runs) is the yardstick
+for "within noise": every variant starts from the same pretrained checkpoint, so the spread
+of the base models themselves would overstate the noise.
 
 Questions answered (each a :class:`Question` with the variants it compares):
 
@@ -108,7 +110,7 @@ def question_table(p: AblationsParams, q: Question, root: Path | None = None) ->
         v = variant_metrics(p, tag, root)
         rows.append({q.parameter: label, **{f"FACE {k}": v["face"][k] for k in METRICS},
                      **{f"map-only {k}": v["map"][k] for k in METRICS},
-                     "valid recall@20": v["valid"], "seconds": v["seconds"]})
+                     "valid recall@20": v["valid"], "seconds": round(v["seconds"])})
     out = pd.DataFrame(rows).set_index(q.parameter)
     for k in METRICS:
         out[f"Δ {k} vs default"] = out[f"FACE {k}"] - out.loc[q.default, f"FACE {k}"]
@@ -134,12 +136,13 @@ def map_vs_align(root: Path | None = None) -> pd.DataFrame:
 
 
 def seed_spread(backbone: str, root: Path | None = None) -> dict[str, float]:
-    """Standard deviation over seeds of the main runs' FACE test metrics (the noise level
-    a single-seed ablation is read against); nan with fewer than two seeds."""
+    """Sample standard deviation over the main runs' seeds of FACE's change from its base
+    model, sd_s(m_FACE,s - m_base,s) per test metric: the noise a single-seed ablation (same
+    pretrained checkpoint, one change) is read against; nan with fewer than two seeds."""
     root = root or paths.reports_dir()
     runs = [json.loads(p.read_text()) for p in (root / "metrics" / "face").glob(f"{backbone}-*.json")]
-    return {k: float(np.std([r["face"]["test"][k] for r in runs], ddof=1))
-            if len(runs) > 1 else float("nan") for k in METRICS}
+    return {k: float(np.std([r["face"]["test"][k] - r["base"]["test"][k] for r in runs],
+                            ddof=1)) if len(runs) > 1 else float("nan") for k in METRICS}
 
 
 def verdict(table: pd.DataFrame, q: Question, spread: dict[str, float],
@@ -154,13 +157,14 @@ def verdict(table: pd.DataFrame, q: Question, spread: dict[str, float],
     if np.isnan(noise):
         judged = "no seed spread is available to judge it"
     elif width <= 2 * noise:
-        judged = (f"within twice the seed spread of the main runs ({2 * noise:.4f}): "
-                  f"{q.title} makes no measurable difference at this budget")
+        judged = (f"within twice the seed spread of FACE's effect in the main runs "
+                  f"({2 * noise:.4f}): the choice makes no measurable difference at this "
+                  f"budget")
     else:
-        judged = (f"larger than twice the seed spread of the main runs ({2 * noise:.4f}): "
-                  f"{best} is best and {worst} worst")
-    return (f"{q.title.capitalize()}: test {metric} ranges from {lo:.4f} ({worst}) to "
-            f"{hi:.4f} ({best}), a spread of {width:.4f}, {judged}.")
+        judged = (f"more than twice the seed spread of FACE's effect in the main runs "
+                  f"({2 * noise:.4f}): {best} is best and {worst} worst")
+    return (f"{q.title[0].upper()}{q.title[1:]}: test {metric} ranges from {lo:.4f} "
+            f"({worst}) to {hi:.4f} ({best}), a spread of {width:.4f}, {judged}.")
 
 
 def map_align_verdict(table: pd.DataFrame, metric: str = "recall@20") -> str:
