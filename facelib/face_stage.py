@@ -61,7 +61,7 @@ from facelib.sampling import BPRSampler
 from facelib.seed import seed_everything
 from facelib.train import FitConfig, load_backbone, make_optimizer, save_checkpoint
 from facelib.train.checkpoint import load_checkpoint
-from facelib.train.loop import write_log
+from facelib.train.loop import TrainingError, snapshot, train_epoch, write_log
 from facelib.train.stage import output_root
 
 SELECT = "recall@20"
@@ -226,10 +226,6 @@ class StageResult:
                 "valid": self.best_valid, "test": self.test}
 
 
-def _clone(modules: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
-
-
 def train_stage(name: str, model: Backbone, face: FACE | None, ds: RecDataset,
                 cfg: FitConfig, steps_per_epoch: int, rng: np.random.Generator,
                 device: torch.device, evaluators: tuple[Evaluator, Evaluator],
@@ -245,9 +241,10 @@ def train_stage(name: str, model: Backbone, face: FACE | None, ds: RecDataset,
     sampler = BPRSampler(ds.train, ds.n_items)
     valid_eval, test_eval = evaluators
     best, best_epoch, bad, best_valid = -math.inf, 0, 0, {}
-    best_state = _clone(modules)
+    best_state = snapshot(modules)
     history: list[dict[str, Any]] = []
     steps, t_start, c_start = 0, time.perf_counter(), time.process_time()
+    batches = math.ceil(len(sampler) / cfg.batch_size)  # per full epoch
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -257,27 +254,13 @@ def train_stage(name: str, model: Backbone, face: FACE | None, ds: RecDataset,
         for m in modules:
             m.train()
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        n = 0
-        for users, pos, neg in sampler.batches(rng, cfg.batch_size, device):
-            if steps_per_epoch and n >= steps_per_epoch:
-                break
-            out = model.forward_batch(users, pos, neg)
-            losses = dict(out.losses)
-            for r in regs:
-                losses.update(r.losses(out, users, pos, neg))
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
-        steps += n
-        means = {f"loss_{k}": v / n for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in means.values()):
-            raise FaceError(f"{name}: loss became non-finite in epoch {epoch} ({means}); "
-                            f"lower face.lr")
+        try:
+            losses = train_epoch(model, regs, opt, sampler, rng, cfg.batch_size, device,
+                                 epoch, max_steps=steps_per_epoch)
+        except TrainingError as exc:
+            raise FaceError(f"{name}: {exc}; lower face.lr") from None
+        steps += min(steps_per_epoch or batches, batches)
+        means = {f"loss_{k}": v for k, v in losses.items()}
         row: dict[str, Any] = {"epoch": epoch_offset + epoch, "stage": name,
                                "stage_epoch": epoch, "loss": sum(means.values()), **means,
                                "valid_recall@20": math.nan, "valid_ndcg@20": math.nan,
@@ -289,7 +272,7 @@ def train_stage(name: str, model: Backbone, face: FACE | None, ds: RecDataset,
             row["valid_recall@20"], row["valid_ndcg@20"] = metrics["recall@20"], metrics["ndcg@20"]
             if metrics[SELECT] > best:
                 best, best_epoch, best_valid, bad = metrics[SELECT], epoch, metrics, 0
-                best_state = _clone(modules)
+                best_state = snapshot(modules)
             else:
                 bad += 1
         history.append(row)
@@ -359,7 +342,7 @@ def descriptor_table(model: Backbone, face: FACE, words: np.ndarray) -> pd.DataF
 def save_per_user(path: Path, results: dict[str, PerUserMetrics]) -> Path:
     """Per-user test metrics of every system, for paired tests: ``users`` [M] and one
     float64 [M] array per ``"<system>.<metric>"`` (systems base, map, face, control)."""
-    from facelib.io import publish
+    from facelib.io import atomic_file
 
     users = next(iter(results.values())).users
     arrays: dict[str, np.ndarray] = {"users": users}
@@ -367,21 +350,17 @@ def save_per_user(path: Path, results: dict[str, PerUserMetrics]) -> Path:
         if not np.array_equal(pu.users, users):
             raise FaceError(f"per-user metrics of {system} cover other users than the rest")
         arrays.update({f"{system}.{m}": v for m, v in pu.values.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    publish(tmp, path)
+    with atomic_file(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 
 def write_descriptors(table: pd.DataFrame, path: Path) -> Path:
     """The descriptor table as CSV, written atomically."""
-    from facelib.io import publish
+    from facelib.io import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    publish(tmp, path)
+    with atomic_file(path) as fh:
+        table.to_csv(fh, index=False)
     return path
 
 

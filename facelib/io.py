@@ -1,14 +1,23 @@
-"""Atomic writes: outputs appear complete or not at all."""
+"""Atomic writes: outputs appear complete or not at all.
+
+:func:`atomic_file` is the one mechanism (a temporary file beside the target, renamed onto
+it when the writer finished, removed when it failed); the helpers below are its common uses.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def publish(tmp: str | Path, path: Path) -> Path:
@@ -19,23 +28,44 @@ def publish(tmp: str | Path, path: Path) -> Path:
     return Path(path)
 
 
-def write_json(obj: dict[str, Any], path: Path) -> Path:
-    """Write ``obj`` as pretty, key-sorted JSON, atomically (temporary file + rename)."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file in ``path``'s folder (``mode`` "w" text, UTF-8, or "wb");
+    when the block ends normally it replaces ``path``, when it raises it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    publish(tmp, path)
-    return path
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(text: str, path: Path) -> Path:
+    """Write ``text`` atomically."""
+    with atomic_file(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_json(obj: dict[str, Any], path: Path) -> Path:
+    """Write ``obj`` as pretty, key-sorted JSON, atomically."""
+    return write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 def save_npy(array: np.ndarray, path: Path) -> Path:
     """``np.save`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_file(path, "wb") as fh:
         np.save(fh, array)
-    publish(tmp, path)
-    return path
+    return Path(path)
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """``fig.savefig`` as PNG, atomically (no software tag: same figure, same bytes)."""
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight",
+                    metadata={"Software": None})
+    return Path(path)

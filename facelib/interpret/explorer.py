@@ -12,8 +12,6 @@ vanilla JavaScript, nothing is fetched, there are no images.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 from facelib.data import RecDataset
 from facelib.interpret.cases import liked_items, titles
 from facelib.interpret.descriptors import Descriptors
-from facelib.io import publish
+from facelib.io import write_text
 
 MAX_LIKED = 10  # liked titles kept per user
 
@@ -59,12 +57,7 @@ def explorer_html(payload: dict[str, Any]) -> str:
 
 def write_explorer(payload: dict[str, Any], path: Path) -> Path:
     """Write the page atomically; return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(explorer_html(payload))
-    return publish(tmp, path)
+    return write_text(explorer_html(payload), path)
 
 
 _PAGE = """<!DOCTYPE html>

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from facelib.results.files import write_text
+from facelib.io import write_text
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from facelib.results.files import write_text
+from facelib.io import write_text
 
 OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}

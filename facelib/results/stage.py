@@ -34,7 +34,7 @@ from facelib import paths
 from facelib.config import ParamsError, as_dict, param
 from facelib.io import write_json
 from facelib.results import tables
-from facelib.results.files import save_figure, write_text
+from facelib.io import save_figure, write_text
 from facelib.results.stats import PairedTest, paired_test, summarize
 from facelib.results.systems import (METRICS, SYSTEMS, ResultsError, Run, System,
                                      load_per_user, load_runs)

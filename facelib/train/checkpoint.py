@@ -9,14 +9,14 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from facelib.io import atomic_file
 
 FORMAT = 1
 
@@ -50,18 +50,9 @@ def restore_rng(state: dict[str, Any], rng: np.random.Generator) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """``torch.save`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_file(path, "wb") as fh:
+        torch.save({"format": FORMAT, **state}, fh)
+    return Path(path)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from torch import nn
 
 from facelib.data import RecDataset
 from facelib.evaluate import KS, Evaluator
+from facelib.io import atomic_file
 from facelib.models.base import Backbone
 from facelib.sampling import BPRSampler
 from facelib.train.checkpoint import (
@@ -92,7 +91,8 @@ class FitResult:
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-def _state(modules: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
+def snapshot(modules: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
+    """Deep copies of the modules' state dicts (the best-validation state)."""
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
 
 
@@ -116,24 +116,23 @@ def make_optimizer(model: Backbone, regularizers: Sequence[nn.Module],
 
 def write_log(history: list[dict[str, Any]], path: Path) -> None:
     """The per-epoch log as CSV, atomically (DVC plots read it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(path) as fh:
         pd.DataFrame(history).to_csv(fh, index=False, float_format="%.6g")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
 
 
 def train_epoch(model: Backbone, regularizers: Sequence[nn.Module],
                 optimizer: torch.optim.Optimizer, sampler: BPRSampler, rng: np.random.Generator,
-                batch_size: int, device: torch.device, epoch: int) -> dict[str, float]:
-    """One pass over the training pairs with fresh negatives; returns the mean of every
-    loss term per batch, ``{"bpr": ..., "cl": ..., <plug-in terms>}``. A NaN/inf mean stops
+                batch_size: int, device: torch.device, epoch: int,
+                max_steps: int = 0) -> dict[str, float]:
+    """One pass over the training pairs with fresh negatives (only the first ``max_steps``
+    batches when > 0: the CPU bound of the FACE stages); returns the mean of every loss
+    term per batch, ``{"bpr": ..., "cl": ..., <plug-in terms>}``. A NaN/inf mean stops
     training with a one-line error naming the epoch."""
     sums: dict[str, torch.Tensor] = {}
     n_batches = 0
     for users, pos, neg in sampler.batches(rng, batch_size, device):
+        if max_steps and n_batches >= max_steps:
+            break
         out = model.forward_batch(users, pos, neg)
         losses = dict(out.losses)
         for r in regularizers:
@@ -196,7 +195,7 @@ def fit(
 
     start_epoch, best_metric, best_epoch, bad_evals = 1, -math.inf, 0, 0
     best_valid: dict[str, float] = {}
-    best_state = _state(modules)
+    best_state = snapshot(modules)
     history: list[dict[str, Any]] = []
     finished = False
     if resume:
@@ -214,7 +213,7 @@ def fit(
 
     def checkpoint(epoch: int, done: bool, **extra: Any) -> None:
         if checkpoint_path is not None:
-            state = {"run_params": run_params, "epoch": epoch, "model": _state(modules),
+            state = {"run_params": run_params, "epoch": epoch, "model": snapshot(modules),
                      "optimizer": optimizer.state_dict(), "best_state": best_state,
                      "best_metric": best_metric, "best_epoch": best_epoch,
                      "best_valid": best_valid, "bad_evals": bad_evals, "history": history,
@@ -253,7 +252,7 @@ def fit(
             row["valid_recall@20"], row["valid_ndcg@20"] = metrics["recall@20"], metrics["ndcg@20"]
             if metrics[SELECT] > best_metric:
                 best_metric, best_epoch, best_valid = metrics[SELECT], epoch, metrics
-                best_state, bad_evals = _state(modules), 0
+                best_state, bad_evals = snapshot(modules), 0
             else:
                 bad_evals += 1
         history.append(row)
