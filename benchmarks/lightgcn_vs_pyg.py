@@ -13,7 +13,7 @@ compute the same function; the loss is PyG's ``recommendation_loss`` (BPR, lambd
 through ``LGConv.message_and_aggregate``, i.e. ``torch.sparse.mm`` with autograd).
 Each side runs in its own subprocess (clean peak-memory numbers). Reported per side:
 seconds per training epoch, seconds to evaluate every user (propagation + full ranking,
-the same :class:`facelib.evaluate.Evaluator` for both), peak RSS growth during training,
+the same :class:`facelib.eval.Evaluator` for both), peak RSS growth during training,
 test Recall@20 / NDCG@20; then the ratios ours / PyG. Results also go to
 ``reports/benchmarks/lightgcn_vs_pyg.json``.
 """
@@ -49,9 +49,9 @@ def _run(side: str, args: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(args["threads"])
     from facelib import paths
     from facelib.data import load_dataset
-    from facelib.evaluate import Evaluator
+    from facelib.eval import Evaluator
     from facelib.models import LightGCN
-    from facelib.sampling import BPRSampler
+    from facelib.models.sampling import BPRSampler
     from facelib.seed import seed_everything
 
     ds = load_dataset(paths.processed_dir(args["dataset"]))

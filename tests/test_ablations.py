@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from facelib import ablations
-from facelib.ablations import AblationError, AblationsParams
+from facelib.systems.face import ablations
+from facelib.systems.face.ablations import AblationError, AblationsParams
 from facelib.config import ParamsError, build
 
 TAGS = ("c4", "c8", "c32", "align_weight_0p01", "align_weight_1", "ref_vq_weights",

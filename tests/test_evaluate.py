@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from facelib.evaluate import Evaluator, evaluate
+from facelib.eval import Evaluator, evaluate
 from facelib.models import MostPopular
 
 

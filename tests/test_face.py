@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelib.models.face import (
+from facelib.systems.face import (
     FACE,
     ITEM,
     ITEM_PROMPT,
@@ -29,8 +29,8 @@ from facelib.models.face import (
     greedy_assign,
     word_inputs,
 )
-from facelib.models.face.projection import ConceptProjection
-from facelib.models.face.quantizer import squared_distances
+from facelib.systems.face.projection import ConceptProjection
+from facelib.systems.face.quantizer import squared_distances
 
 TOKEN_DIM = 32  # d_t = d_s of the stand-in encoder
 EMB_DIM = 16  # d of the CF embeddings

@@ -18,7 +18,7 @@ from conftest_text import _encoder
 from facelib import paths
 from facelib.config import ParamsError, build
 from facelib.data import build_dataset, load_dataset, make_synthetic, save_dataset
-from facelib.face_stage import FaceError, FaceParams, load_face_checkpoint, run_face
+from facelib.systems.face.stage import FaceError, FaceParams, load_face_checkpoint, run_face
 from facelib.text import FrozenEncoder, build_vocabulary, codebook
 from facelib.train import TrainCFParams, run_train_cf
 

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelib.interpret.descriptors import (
+from facelib.systems.face.interpret.descriptors import (
     descriptor_sentences,
     nearest_words,
     random_descriptors,
     sample_ids,
     table_to_indices,
 )
-from facelib.interpret.genres import (
+from facelib.systems.face.interpret.genres import (
     average_precision,
     dominant_genre,
     genre_lists,
@@ -26,10 +26,10 @@ from facelib.interpret.genres import (
     prior_scores,
     top_k,
 )
-from facelib.interpret.keywords import ProfileKeywords, needed_words, profile_words
-from facelib.interpret.params import InterpretError
-from facelib.interpret.retrieval import chance_metrics, own_ranks, rank_metrics, retrieval_metrics
-from facelib.interpret.usage import (
+from facelib.systems.face.interpret.keywords import ProfileKeywords, needed_words, profile_words
+from facelib.systems.face.interpret.params import InterpretError
+from facelib.systems.face.interpret.retrieval import chance_metrics, own_ranks, rank_metrics, retrieval_metrics
+from facelib.systems.face.interpret.usage import (
     entropy_bits,
     jaccard_rows,
     pairwise_jaccard,
@@ -234,7 +234,7 @@ def test_sentence_tokens_match_the_embedding_space_prompt():
     [CLS] P w1 , w2 , w3 [SEP] (tokenizer only; the model is not loaded)."""
     from transformers import AutoTokenizer
 
-    from facelib.models.face.prompt import USER_PROMPT
+    from facelib.systems.face.prompt import USER_PROMPT
     from facelib.text.encoder import model_path
 
     tok = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)

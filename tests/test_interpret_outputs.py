@@ -16,10 +16,10 @@ import pytest
 
 from facelib.config import ParamsError, build
 from facelib.data import build_dataset, make_synthetic
-from facelib.interpret import InterpretError, InterpretParams, study_table, verdicts
-from facelib.interpret.explorer import embed_json, explorer_html, explorer_payload, write_explorer
-from facelib.interpret.params import input_root
-from facelib.interpret.summary import Record, aggregate, records_for
+from facelib.systems.face.interpret import InterpretError, InterpretParams, study_table, verdicts
+from facelib.systems.face.interpret.explorer import embed_json, explorer_html, explorer_payload, write_explorer
+from facelib.systems.face.interpret.params import input_root
+from facelib.systems.face.interpret.summary import Record, aggregate, records_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_registered_in_the_pipeline():
     from facelib import pipeline
 
     assert pipeline.STAGES["interpret"] == ("06_interpret.ipynb",
-                                            "facelib.interpret:InterpretParams")
+                                            "facelib.systems.face.interpret:InterpretParams")
     assert pipeline.params_class("interpret") is InterpretParams
     assert (ROOT / "notebooks" / "06_interpret.ipynb").is_file()
 

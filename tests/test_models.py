@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from facelib.evaluate import Evaluator
-from facelib.graph import normalized_adjacency, spmm
+from facelib.eval import Evaluator
+from facelib.models.graph import normalized_adjacency, spmm
 from facelib.models import MF, BatchOutput, LightGCN, MostPopular, SimGCL, make_backbone
 from facelib.seed import seed_everything
 from facelib.train import FitConfig, fit

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facelib.sampling import BPRSampler, SamplingError, train_pairs
+from facelib.models.sampling import BPRSampler, SamplingError, train_pairs
 
 
 def test_negatives_never_in_the_users_training_items(synthetic_ds):

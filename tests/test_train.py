@@ -10,7 +10,7 @@ import torch
 
 from facelib.config import ParamsError, build
 from facelib.data import load_dataset, save_dataset
-from facelib.evaluate import evaluate
+from facelib.eval import evaluate
 from facelib.models import Regularizer, make_backbone
 from facelib.seed import seed_everything
 from facelib.train import (

@@ -1,7 +1,7 @@
 """LightGCN (He et al., SIGIR 2020) as the reference implementation runs it.
 
 With Â = D^{-1/2} A D^{-1/2} the normalised bipartite adjacency [N, N] (N = U + I,
-:mod:`facelib.graph`) and E^{(0)} = [P; Q] [N, d] the free (xavier) embeddings:
+:mod:`facelib.models.graph`) and E^{(0)} = [P; Q] [N, d] the free (xavier) embeddings:
 
     E^{(l+1)} = Â E^{(l)},   l = 0..L-1
     E = Σ_{l=0..L} E^{(l)}                    (a **sum**, layer 0 included, as the reference)
@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from facelib.graph import NormalizedAdjacency, normalized_adjacency, spmm
+from facelib.models.graph import NormalizedAdjacency, normalized_adjacency, spmm
 from facelib.models.base import Backbone, xavier_embedding
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facelib.graph import spmm
+from facelib.models.graph import spmm
 from facelib.models.base import BatchOutput, bpr_loss
 from facelib.models.lightgcn import LightGCN
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from facelib.data.errors import DataError
-from facelib.evaluate import KS
+from facelib.eval import KS
 
 METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 BACKBONE_NAMES = {"mf": "MF", "lightgcn": "LightGCN", "simgcl": "SimGCL"}

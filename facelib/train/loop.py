@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from facelib.data import RecDataset
-from facelib.evaluate import KS, Evaluator
+from facelib.eval import KS, Evaluator
 from facelib.io import atomic_file
 from facelib.models.base import Backbone
-from facelib.sampling import BPRSampler
+from facelib.models.sampling import BPRSampler
 from facelib.train.checkpoint import (
     CheckpointError,
     check_same_run,

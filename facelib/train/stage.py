@@ -25,7 +25,7 @@ from facelib import paths
 from facelib.config import build
 from facelib.data import RecDataset, load_dataset
 from facelib.device import resolve_device
-from facelib.evaluate import KS, Evaluator
+from facelib.eval import KS, Evaluator
 from facelib.io import write_json
 from facelib.models import Backbone, MostPopular, make_backbone
 from facelib.seed import seed_everything

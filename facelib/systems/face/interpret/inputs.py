@@ -17,7 +17,7 @@ import numpy as np
 
 from facelib import paths
 from facelib.data import RecDataset, load_dataset
-from facelib.interpret.descriptors import (
+from facelib.systems.face.interpret.descriptors import (
     KINDS,
     Descriptors,
     descriptor_sentences,
@@ -27,7 +27,7 @@ from facelib.interpret.descriptors import (
     sample_ids,
     word_count,
 )
-from facelib.interpret.params import InterpretError, InterpretParams, descriptor_path
+from facelib.systems.face.interpret.params import InterpretError, InterpretParams, descriptor_path
 
 Key = tuple[str, int, str]  # (backbone, seed, variant)
 

@@ -17,9 +17,9 @@ random vocabulary words, and the nearest words to the entity's profile (a refere
 sentences. Importing this package loads no model and reads no file.
 """
 
-from facelib.interpret.params import InterpretError, InterpretParams
-from facelib.interpret.stage import InterpretResult, prepare_smoke_descriptors, run_interpret
-from facelib.interpret.summary import study_table, verdicts
+from facelib.systems.face.interpret.params import InterpretError, InterpretParams
+from facelib.systems.face.interpret.stage import InterpretResult, prepare_smoke_descriptors, run_interpret
+from facelib.systems.face.interpret.summary import study_table, verdicts
 
 __all__ = ["InterpretError", "InterpretParams", "InterpretResult", "prepare_smoke_descriptors",
            "run_interpret", "study_table", "verdicts"]

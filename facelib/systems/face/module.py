@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelib.models.face.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
-from facelib.models.face.projection import ConceptProjection, ReconstructionHead, concept_layers
-from facelib.models.face.prompt import PromptBuilder, entity_kinds, word_inputs
-from facelib.models.face.quantizer import Quantized, TokenQuantizer, greedy_assign
+from facelib.systems.face.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
+from facelib.systems.face.projection import ConceptProjection, ReconstructionHead, concept_layers
+from facelib.systems.face.prompt import PromptBuilder, entity_kinds, word_inputs
+from facelib.systems.face.quantizer import Quantized, TokenQuantizer, greedy_assign
 
 if TYPE_CHECKING:
     from facelib.models.base import BatchOutput

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facelib.interpret.params import InterpretError
-from facelib.models.face.prompt import ITEM_PROMPT, USER_PROMPT
+from facelib.systems.face.interpret.params import InterpretError
+from facelib.systems.face.prompt import ITEM_PROMPT, USER_PROMPT
 
 KINDS = ("user", "item")
 VARIANTS = ("face", "map", "random", "nearest")

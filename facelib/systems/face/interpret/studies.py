@@ -1,4 +1,4 @@
-"""Studies 1-4 over every descriptor set of a run, as :class:`~facelib.interpret.summary.Record`
+"""Studies 1-4 over every descriptor set of a run, as :class:`~facelib.systems.face.interpret.summary.Record`
 lists (the study modules hold the measures; this module only loops over backbones, seeds,
 variants and entity types)."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from facelib.interpret.descriptors import KINDS, VARIANTS
-from facelib.interpret.genres import (
+from facelib.systems.face.interpret.descriptors import KINDS, VARIANTS
+from facelib.systems.face.interpret.genres import (
     genre_lists,
     genre_matrix,
     genre_metrics,
@@ -18,12 +18,12 @@ from facelib.interpret.genres import (
     prior_scores,
     top_k,
 )
-from facelib.interpret.inputs import SentenceEmbeddings, StudyInputs
-from facelib.interpret.keywords import ProfileKeywords, needed_words
-from facelib.interpret.params import InterpretParams
-from facelib.interpret.retrieval import retrieval_metrics
-from facelib.interpret.summary import Record, records_for
-from facelib.interpret.usage import pairwise_jaccard, top_words, usage_stats
+from facelib.systems.face.interpret.inputs import SentenceEmbeddings, StudyInputs
+from facelib.systems.face.interpret.keywords import ProfileKeywords, needed_words
+from facelib.systems.face.interpret.params import InterpretParams
+from facelib.systems.face.interpret.retrieval import retrieval_metrics
+from facelib.systems.face.interpret.summary import Record, records_for
+from facelib.systems.face.interpret.usage import pairwise_jaccard, top_words, usage_stats
 
 
 def _runs(p: InterpretParams) -> Iterator[tuple[str, int, str]]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facelib.interpret.descriptors import LABELS
+from facelib.systems.face.interpret.descriptors import LABELS
 
 STUDIES = ("retrieval", "keywords", "genre", "usage", "stability")
 

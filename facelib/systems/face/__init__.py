@@ -6,10 +6,10 @@ transformers, reconstruction head), ``quantizer`` (greedy distinct token quantiz
 alignment through the frozen text encoder), ``module`` (:class:`FACE`, :class:`FACEConfig`).
 """
 
-from facelib.models.face.alignment import TextEncoder, info_nce
-from facelib.models.face.module import FACE, REFERENCE_SWITCHES, FACEConfig, FACEForward
-from facelib.models.face.projection import ConceptProjection, ReconstructionHead, concept_layers
-from facelib.models.face.prompt import (
+from facelib.systems.face.alignment import TextEncoder, info_nce
+from facelib.systems.face.module import FACE, REFERENCE_SWITCHES, FACEConfig, FACEForward
+from facelib.systems.face.projection import ConceptProjection, ReconstructionHead, concept_layers
+from facelib.systems.face.prompt import (
     ITEM,
     ITEM_PROMPT,
     USER,
@@ -18,7 +18,7 @@ from facelib.models.face.prompt import (
     entity_kinds,
     word_inputs,
 )
-from facelib.models.face.quantizer import Quantized, TokenQuantizer, greedy_assign
+from facelib.systems.face.quantizer import Quantized, TokenQuantizer, greedy_assign
 
 __all__ = [
     "FACE",

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from facelib.data import RecDataset
-from facelib.interpret.cases import liked_items, titles
-from facelib.interpret.descriptors import Descriptors
+from facelib.systems.face.interpret.cases import liked_items, titles
+from facelib.systems.face.interpret.descriptors import Descriptors
 from facelib.io import write_text
 
 MAX_LIKED = 10  # liked titles kept per user

@@ -54,10 +54,10 @@ from facelib.device import resolve_device
 from facelib.config import ParamsError, param
 from facelib.data import RecDataset, load_dataset
 from facelib.data.errors import DataError
-from facelib.evaluate import KS, Evaluator, PerUserMetrics
+from facelib.eval import KS, Evaluator, PerUserMetrics
 from facelib.models import Backbone
-from facelib.models.face import FACE, REFERENCE_SWITCHES, FACEConfig
-from facelib.sampling import BPRSampler
+from facelib.systems.face import FACE, REFERENCE_SWITCHES, FACEConfig
+from facelib.models.sampling import BPRSampler
 from facelib.seed import seed_everything
 from facelib.train import FitConfig, load_backbone, make_optimizer, save_checkpoint
 from facelib.train.checkpoint import load_checkpoint

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelib.interpret.cases import (
+from facelib.systems.face.interpret.cases import (
     dominant_genre_labels,
     item_cases,
     point_label,
@@ -30,11 +30,11 @@ from facelib.interpret.cases import (
     tsne_figure,
     user_cases,
 )
-from facelib.interpret.descriptors import KINDS, LABELS, join_words
-from facelib.interpret.explorer import explorer_payload, write_explorer
-from facelib.interpret.figures import plot_studies, plot_usage
-from facelib.interpret.inputs import SentenceEmbeddings, StudyInputs, add_references, load_inputs
-from facelib.interpret.params import (
+from facelib.systems.face.interpret.descriptors import KINDS, LABELS, join_words
+from facelib.systems.face.interpret.explorer import explorer_payload, write_explorer
+from facelib.systems.face.interpret.figures import plot_studies, plot_usage
+from facelib.systems.face.interpret.inputs import SentenceEmbeddings, StudyInputs, add_references, load_inputs
+from facelib.systems.face.interpret.params import (
     InterpretError,
     InterpretParams,
     InterpretPaths,
@@ -42,16 +42,16 @@ from facelib.interpret.params import (
     input_root,
     interpret_paths,
 )
-from facelib.interpret.retrieval import chance_metrics
-from facelib.interpret.studies import (
+from facelib.systems.face.interpret.retrieval import chance_metrics
+from facelib.systems.face.interpret.studies import (
     genre_records,
     keyword_records,
     retrieval_records,
     stability_records,
     usage_records,
 )
-from facelib.interpret.summary import aggregate, verdicts
-from facelib.interpret.usage import random_jaccard, usage_counts
+from facelib.systems.face.interpret.summary import aggregate, verdicts
+from facelib.systems.face.interpret.usage import random_jaccard, usage_counts
 
 N_LABELS = 8  # items labelled on the t-SNE map
 
@@ -69,7 +69,7 @@ class InterpretResult:
 def tsne_map(inp: StudyInputs, p: InterpretParams) -> Any:
     """Study 5b: t-SNE of the first backbone/seed's FACE item embeddings, coloured by the
     most specific genre, with a few items' titles and descriptors."""
-    from facelib.face_stage import load_face_checkpoint
+    from facelib.systems.face.stage import load_face_checkpoint
 
     b, s = p.backbones[0], p.seeds[0]
     path = checkpoint_path(inp.root, p.dataset, b, s, "align")
@@ -223,8 +223,8 @@ def prepare_smoke_descriptors(p: InterpretParams, progress: bool = False) -> Non
     """For an unpublished (smoke) run: train tiny FACE runs (build/smoke) for every backbone
     x seed whose descriptors are missing there, unless the repository holds a full set."""
     from facelib.config import build
-    from facelib.face_stage import FaceParams, prepare_smoke_inputs, run_face
-    from facelib.interpret.params import descriptor_path
+    from facelib.systems.face.stage import FaceParams, prepare_smoke_inputs, run_face
+    from facelib.systems.face.interpret.params import descriptor_path
     from facelib.train.stage import output_root
 
     try:

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from facelib.interpret.descriptors import LABELS
-from facelib.interpret.summary import leaf
+from facelib.systems.face.interpret.descriptors import LABELS
+from facelib.systems.face.interpret.summary import leaf
 
 PANELS = (  # (study, entity, metric, title)
     ("retrieval", "user", "mrr", "profile retrieval, users (MRR)"),

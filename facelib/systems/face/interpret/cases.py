@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from facelib.data import RecDataset
-from facelib.interpret.descriptors import Descriptors, join_words
-from facelib.interpret.genres import dominant_genre, genre_lists, genre_matrix, genre_names
+from facelib.systems.face.interpret.descriptors import Descriptors, join_words
+from facelib.systems.face.interpret.genres import dominant_genre, genre_lists, genre_matrix, genre_names
 
 MAX_COLOURS = 10  # genres with their own colour on the map; the rest are "other"
 
@@ -63,7 +63,7 @@ def item_cases(ds: RecDataset, profiles: list[str], sets: dict[str, Descriptors]
 
 
 def dominant_genre_labels(ds: RecDataset) -> list[str]:
-    """Each item's most specific genre (:func:`~facelib.interpret.genres.dominant_genre`);
+    """Each item's most specific genre (:func:`~facelib.systems.face.interpret.genres.dominant_genre`);
     "all" when the dataset has no genres."""
     lists = genre_lists(ds.items)
     if lists is None:
