@@ -9,6 +9,7 @@ Declare a field's constraints with :func:`param`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,12 @@ class ParamsError(ValueError):
     """A parameter has the wrong type or range, or a section/key is unknown."""
 
 
+# a file-name-safe name (datasets, tags, runs): what every ``name=True`` field must match
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# a number as YAML 1.2 and people write it; PyYAML (YAML 1.1) reads ``1e-3`` as a string
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def param(
     default: Any,
     *,
@@ -32,13 +39,36 @@ def param(
     le: float | None = None,
     lt: float | None = None,
     choices: tuple[Any, ...] | None = None,
+    name: bool = False,
     help: str = "",
 ) -> Any:
-    """A dataclass field with validation metadata (bounds are inclusive for ge/le)."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "help": help}
+    """A dataclass field with validation metadata (bounds are inclusive for ge/le;
+    ``name``: a non-empty value must be a file-name-safe name, see :data:`NAME`)."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "name": name,
+            "help": help}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+DEFAULT_DATASET = "ml-1m"
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def dataset_param() -> Any:
+    """The ``dataset`` field of every stage after ``data`` (the pipeline fills it in from
+    ``data.dataset``, the one place it is set)."""
+    return param(DEFAULT_DATASET, name=True, help="processed dataset (filled from data.dataset)")
+
+
+def device_param(default: str = "auto") -> Any:
+    """A ``device`` field: cpu, cuda, or auto (cuda when available)."""
+    return param(default, choices=DEVICES, help="cpu | cuda | auto (cuda when available)")
+
+
+def threads_param(default: int = 0) -> Any:
+    """A ``num_threads`` field: torch CPU threads (0: torch's default)."""
+    return param(default, ge=0, help="torch CPU threads (0: torch's default)")
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -69,6 +99,8 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(section: str, f: dataclasses.Field, tp: Any, value: Any) -> Any:
     where = f"params [{section}.{f.name}]"
+    if tp is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # `1e-3`: a number that YAML 1.1 reads as a string
     if not _type_ok(value, tp):
         raise ParamsError(
             f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
@@ -77,6 +109,9 @@ def _check_value(section: str, f: dataclasses.Field, tp: Any, value: Any) -> Any
     m = f.metadata
     items = value if isinstance(value, (list, tuple)) else [value]
     for v in items:
+        if m.get("name") and isinstance(v, str) and v and not NAME.fullmatch(v):
+            raise ParamsError(f"{where}: {v!r} is not a file-name-safe name; use letters, "
+                              f"digits, '.', '_' or '-' (starting with a letter or digit)")
         if m.get("choices") is not None and v not in m["choices"]:
             raise ParamsError(
                 f"{where}: unknown value {v!r}; choose one of {', '.join(map(repr, m['choices']))}"

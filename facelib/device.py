@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facelib.config import ParamsError
-
-DEVICES = ("cpu", "cuda", "auto")
+from facelib.config import DEVICES, ParamsError
 
 
 def resolve_device(name: str, section: str) -> torch.device:

@@ -1,7 +1,8 @@
 """Atomic writes: outputs appear complete or not at all.
 
-:func:`atomic_file` is the one mechanism (a temporary file beside the target, renamed onto
-it when the writer finished, removed when it failed); the helpers below are its common uses.
+:func:`atomic_file` is the one mechanism for a file (a temporary file beside the target,
+renamed onto it when the writer finished, removed when it failed); the helpers below are its
+common uses. :class:`StagedOutputs` does the same for all the files of one run.
 """
 
 from __future__ import annotations
@@ -69,3 +70,53 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
         fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight",
                     metadata={"Software": None})
     return Path(path)
+
+
+class StagedOutputs:
+    """A run's output files, written into a staging folder and published together.
+
+    ``staged(path)`` gives the staging file to write in place of ``path`` (the target);
+    :meth:`publish` moves every staged file onto its target in one sweep after the run has
+    finished, and removes ``stale`` targets this run no longer makes (e.g. an older run's
+    control checkpoint), so the files on disk always belong to one finished run. Use it as
+    a context manager: a run that raises (or is interrupted) publishes nothing and leaves
+    the previous outputs as they were.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        self._targets: dict[Path, Path] = {}
+
+    def __call__(self, path: Path) -> Path:
+        """The staging path to write instead of ``path`` (its folder exists)."""
+        path = Path(path).resolve()
+        staged = self.folder / f"{len(self._targets):03d}-{path.name}"
+        self._targets[path] = staged
+        return staged
+
+    def publish(self, stale: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
+        """Move every staged file onto its target; delete ``stale`` targets; return the
+        published paths."""
+        missing = [str(t) for t, s in self._targets.items() if not s.exists()]
+        if missing:
+            raise RuntimeError(f"staged output(s) never written: {', '.join(missing)}")
+        for target, staged in self._targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            publish(staged, target)
+        for path in stale:
+            if Path(path).resolve() not in self._targets and Path(path).exists():
+                os.remove(path)
+        return list(self._targets)
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()

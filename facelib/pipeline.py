@@ -32,7 +32,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "data": ("01_data.ipynb", "facelib.data.prepare:DataParams"),
     "text": ("02_text.ipynb", "facelib.text.stage:TextParams"),
     "train_cf": ("03_train_cf.ipynb", "facelib.train:TrainCFParams"),
-    "face": ("04_face.ipynb", "facelib.systems.face.stage:FaceParams"),
+    "face": ("04_face.ipynb", "facelib.systems.face.params:FaceParams"),
     "results": ("05_results.ipynb", "facelib.results:ResultsParams"),
     "interpret": ("06_interpret.ipynb", "facelib.systems.face.interpret:InterpretParams"),
     "ablations": ("07_ablations.ipynb", "facelib.systems.face.ablations:AblationsParams"),

@@ -26,3 +26,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def fit_config(**values):
+    """A :class:`facelib.train.FitConfig` for small tests: lr 1e-3, no weight decay, batch
+    256, 2 epochs, validation every epoch, patience 10, unless given."""
+    from facelib.train import FitConfig
+
+    return FitConfig(**{"lr": 1e-3, "reg": 0.0, "batch_size": 256, "max_epochs": 2,
+                        "eval_every": 1, "patience": 10, **values})
+
+
+def backbone_params(**values):
+    """Typed backbone parameters (``train_cf`` defaults unless given)."""
+    from facelib.config import build
+    from facelib.train import TrainCFParams
+
+    return build(TrainCFParams, values, "train_cf")

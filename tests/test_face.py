@@ -201,7 +201,8 @@ def test_gradient_paths_straight_through_and_codebook_only_via_cb(pinv: bool):
         "rec": F.mse_loss(fwd.x_hat, x.detach()),
         "commit": q.loss_commit,
         "cb": q.loss_cb,
-        "align": face.align_loss(q, u, p, n),
+        "align": face.align_loss(q, entity_kinds(len(u)), torch.cat(
+            [face.user_profiles[u], face.item_profiles[p], face.item_profiles[n]])),
     }
     proj, mapping, enc_w = (
         face.projection.weight,

@@ -117,7 +117,8 @@ def test_descriptors_are_c_distinct_vocabulary_words(run, stage):
     table = pd.read_csv(run["metrics"]["paths"].descriptors[stage], keep_default_na=False)
     vocab = set(pd.read_csv(paths.text_dir("synthetic") / "vocabulary.csv")["word"])
     ds = run["ds"]
-    assert list(table.columns) == ["entity", "entity_id", "concept", "word"]
+    assert list(table.columns) == ["entity", "entity_id", "split", "concept", "word"]
+    assert set(table.split) == {"train"}  # no held-out entities in this run
     for kind, n in (("user", ds.n_users), ("item", ds.n_items)):
         part = table[table.entity == kind]
         assert sorted(part.entity_id.unique()) == list(range(n))
@@ -131,13 +132,19 @@ def test_per_user_metrics_average_to_the_reported_test_metrics(run):
     arrays = np.load(run["metrics"]["paths"].per_user)
     users = arrays["users"]
     assert len(users) == len(np.unique(users)) > 0
-    blocks = {"base": saved["base"]["test"], "map": saved["face"]["map"]["test"],
-              "face": saved["face"]["test"], "control": saved["control"]["test"]}
+    blocks = {"map": saved["face"]["map"]["test"], "face": saved["face"]["test"],
+              "control": saved["control"]["test"]}
+    assert not any(k.startswith("base.") for k in arrays)  # the base run's file has them
     for system, test in blocks.items():
         for metric, value in test.items():
             per = arrays[f"{system}.{metric}"]
             assert per.shape == users.shape and per.dtype == np.float64
             assert per.mean() == pytest.approx(value, abs=1e-12)
+    base = np.load(run["root"] / "build" / "smoke" / "data" / "cf" / "synthetic"
+                   / "per_user-lightgcn-0.npz")
+    assert np.array_equal(base["users"], users)
+    for metric, value in saved["base"]["test"].items():
+        assert base[f"base.{metric}"].mean() == pytest.approx(value, abs=1e-12)
 
 
 def test_tagged_variant_without_control_writes_under_ablations(run):
@@ -157,9 +164,9 @@ def test_control_has_no_face_losses_and_align_has_alignment(run):
     assert [c for c in control.columns if c.startswith("loss_")] == ["loss_bpr"]
     assert torch.load(fp.checkpoints["control"], weights_only=False)["face"] is None
     face = pd.read_csv(fp.logs["face"])
-    assert face.loc[face.stage == "map", "loss_align"].isna().all()
-    assert (face.loc[face.stage == "align", "loss_align"] > 0).all()
-    assert face.loc[face.stage == "map", ["loss_vq", "loss_rec"]].notna().all().all()
+    assert face.loc[face.phase == "map", "loss_align"].isna().all()
+    assert (face.loc[face.phase == "align", "loss_align"] > 0).all()
+    assert face.loc[face.phase == "map", ["loss_vq", "loss_rec"]].notna().all().all()
 
 
 def test_align_trains_face_but_not_the_encoder(run):
@@ -203,3 +210,68 @@ def test_params_validation():
         build(FaceParams, {"align_entities": 1}, "face")
     with pytest.raises(ParamsError, match="face.tag"):
         build(FaceParams, {"tag": "../x"}, "face")
+
+
+def _strip(history):
+    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
+
+
+def test_interrupted_in_align_resumes_to_the_same_result(run):
+    """Crash after the first align epoch (its state saved), resume: same metrics, same
+    per-epoch log as the uninterrupted run of the fixture."""
+    import functools
+
+    from facelib.systems.face import stage
+
+    class Crash(Exception):
+        pass
+
+    def crash(row):
+        if row["phase"] == "align" and row["phase_epoch"] == 1:
+            raise Crash
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(stage, "fit", functools.partial(stage.fit, callback=crash))
+    try:
+        with pytest.raises(Crash):
+            _run_with(run, seed=0)
+    finally:
+        mp.undo()
+    resumed = _run_with(run, resume=True)
+    full = run["metrics"]
+    for block in ("face", "control"):
+        assert resumed[block]["test"] == full[block]["test"]
+    assert resumed["face"]["map"]["test"] == full["face"]["map"]["test"]
+    assert _strip(resumed["history"]["face"]) == _strip(full["history"]["face"])
+
+
+def test_entity_batches_with_held_out_entities(run):
+    """align_batch entities: an align epoch is one pass over the aligned users and items;
+    held-out validation entities give align_mrr, on which the align phase stops; the
+    descriptors say which entities were held out; the control's align epochs take as many
+    steps."""
+    out = _run_with(run, align_batch="entities", align_batch_size=16, align_holdout=0.2,
+                    align_select="align_mrr", align_entities=0, align_steps_per_epoch=0,
+                    tag="ent")
+    ds = run["ds"]
+    ent = out["entities"]
+    assert ent["users_valid"] == ent["users_test"] == round(0.2 * ds.n_users)
+    aligned = ent["users_train"] + ent["items_train"]
+    assert out["align_steps_per_epoch"] == -(-aligned // 16)
+    log = pd.DataFrame(out["history"]["face"])
+    align = log[log.phase == "align"]
+    assert align["valid_align_mrr"].between(0, 1).all() and align["valid_align_loss"].gt(0).all()
+    assert log.loc[log.phase == "map", "valid_align_mrr"].isna().all()
+    assert out["face"]["align"]["steps"] == out["align_steps_per_epoch"] * len(align)
+    ctl = pd.DataFrame(out["history"]["control"])
+    assert out["control"]["align"]["steps"] == out["align_steps_per_epoch"] * \
+        (ctl.phase == "align").sum()
+    table = pd.read_csv(out["paths"].descriptors["align"], keep_default_na=False)
+    users = table[table.entity == "user"].drop_duplicates("entity_id")
+    assert (users.split == "valid").sum() == ent["users_valid"]
+    assert (users.split == "test").sum() == ent["users_test"]
+
+
+def test_align_mrr_needs_held_out_entities():
+    with pytest.raises(ParamsError, match="align_mrr needs held-out entities"):
+        build(FaceParams, {"align_select": "align_mrr"}, "face")

@@ -7,11 +7,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from conftest import backbone_params, fit_config
 from facelib.eval import Evaluator
 from facelib.models.graph import normalized_adjacency, spmm
 from facelib.models import MF, BatchOutput, LightGCN, MostPopular, SimGCL, make_backbone
 from facelib.seed import seed_everything
-from facelib.train import FitConfig, fit
+from facelib.train import fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +67,7 @@ def test_edge_dropout_drops_without_rescaling():
     zero = kept == 0
     assert 0.1 < zero.float().mean() < 0.3
     assert torch.equal(kept[~zero], adj.values[~zero])  # kept values unchanged (no 1/p)
-    model = LightGCN(3, 4, 5, R, keep_rate=0.5)
+    model = LightGCN(3, 4, 5, R, layers=3, keep_rate=0.5)
     torch.manual_seed(0)
     train_u, _ = model.propagate()             # training mode: stochastic
     eval_u, _ = model.propagate(stochastic=False)
@@ -78,15 +79,15 @@ def test_simgcl_views_and_losses():
     model = SimGCL(3, 4, 6, R, layers=2, eps=0.5, cl_weight=0.3, cl_temp=0.2)
     a, a_t = model.adjacency.matrices()
     clean = model.layer_sum(a, a_t, model.ego_embeddings())
-    u1, i1 = model.perturbed_view(a, a_t)
-    u2, _ = model.perturbed_view(a, a_t)
+    u1, i1 = model.perturbed_view(a, a_t, model.ego_embeddings())
+    u2, _ = model.perturbed_view(a, a_t, model.ego_embeddings())
     assert u1.shape == (3, 6) and i1.shape == (4, 6)
     assert not torch.allclose(u1, u2) and not torch.allclose(u1, clean[:3])
     # one layer: view = E0 + ÂE0 + Δ with |Δ_row| = eps and sign(Δ) = sign(ÂE0)
-    one = SimGCL(3, 4, 6, R, layers=1, eps=0.5)
+    one = SimGCL(3, 4, 6, R, layers=1, eps=0.5, cl_weight=0.1, cl_temp=0.2)
     ego = one.ego_embeddings().detach()
     e1 = spmm(a, a_t, ego)
-    vu, vi = one.perturbed_view(a, a_t)
+    vu, vi = one.perturbed_view(a, a_t, ego)
     delta = (torch.cat([vu, vi]) - ego - e1).detach()
     norms = delta.norm(dim=1)
     torch.testing.assert_close(norms[:6], torch.full((6,), 0.5))   # item 3 is isolated: 0
@@ -134,18 +135,18 @@ def test_eval_cache_follows_parameter_updates_and_train_mode():
 
 
 def test_registry_and_bad_arguments():
-    assert isinstance(make_backbone("mf", 3, 4, {"dim": 8}, R), MF)
-    assert isinstance(make_backbone("simgcl", 3, 4, {"dim": 8}, R), SimGCL)
+    assert isinstance(make_backbone("mf", 3, 4, backbone_params(dim=8), R), MF)
+    assert isinstance(make_backbone("simgcl", 3, 4, backbone_params(dim=8), R), SimGCL)
     with pytest.raises(ValueError, match="unknown backbone 'gcn'; choose one of mf, lightgcn"):
-        make_backbone("gcn", 3, 4, {}, R)
+        make_backbone("gcn", 3, 4, backbone_params(), R)
     with pytest.raises(ValueError, match="dim must be >= 1"):
         MF(3, 4, 0)
     with pytest.raises(ValueError, match="layers >= 1"):
-        LightGCN(3, 4, 2, R, layers=0)
+        LightGCN(3, 4, 2, R, layers=0, keep_rate=0.8)
     with pytest.raises(ValueError, match=r"keep_rate must be in \(0, 1\]"):
-        LightGCN(3, 4, 2, R, keep_rate=1.5)
+        LightGCN(3, 4, 2, R, layers=3, keep_rate=1.5)
     with pytest.raises(ValueError, match="train matrix is"):
-        LightGCN(4, 4, 2, R)
+        LightGCN(4, 4, 2, R, layers=3, keep_rate=0.8)
 
 
 @pytest.mark.parametrize("name", ["mf", "lightgcn", "simgcl"])
@@ -153,10 +154,10 @@ def test_each_backbone_learns_on_synthetic_data(name, synthetic_ds):
     ds = synthetic_ds
     rng = seed_everything(0)
     model = make_backbone(name, ds.n_users, ds.n_items,
-                          {"dim": 32, "layers": 2, "eps": 0.1}, ds.matrix("train"))
+                          backbone_params(dim=32, layers=2, eps=0.1), ds.matrix("train"))
     valid = Evaluator(ds.matrix("train"), ds.matrix("valid"))
     random_recall = valid((torch.randn(ds.n_users, 8), torch.randn(ds.n_items, 8)))["recall@20"]
-    res = fit(model, ds, FitConfig(lr=0.02, batch_size=256, max_epochs=12, eval_every=3,
+    res = fit(model, ds, fit_config(lr=0.02, batch_size=256, max_epochs=12, eval_every=3,
                                    patience=10), rng)
     losses = [row["loss_bpr"] for row in res.history]
     assert losses[-1] < 0.7 * losses[0]
@@ -170,6 +171,6 @@ def test_each_backbone_learns_on_synthetic_data(name, synthetic_ds):
 def test_runs_on_cuda(synthetic_ds):
     ds = synthetic_ds
     model = make_backbone("simgcl", ds.n_users, ds.n_items, {"dim": 16}, ds.matrix("train"))
-    res = fit(model, ds, FitConfig(batch_size=512, max_epochs=2), np.random.default_rng(0),
+    res = fit(model, ds, fit_config(batch_size=512, max_epochs=2), np.random.default_rng(0),
               device="cuda")
     assert next(model.parameters()).is_cuda and res.test["recall@20"] > 0

@@ -47,10 +47,11 @@ def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, contro
                         "bounds": {"map_steps_per_epoch": 5, "word_num": 16},
                         "profile_builder": "template", "device": "cpu", "emb_dim": 64},
                        root / f"reports/metrics/face/{b}-{s}.json")
-            path = root / f"data/face/{dataset}/per_user-{b}-{s}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, users=USERS, **{f"{k}.{m}": v for k, a in systems.items()
-                                           for m, v in a.items()})
+            for folder, names in (("cf", ("base",)), ("face", ("map", "face", "control"))):
+                path = root / f"data/{folder}/{dataset}/per_user-{b}-{s}.npz"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, users=USERS, **{f"{k}.{m}": v for k, a in systems.items()
+                                               if k in names for m, v in a.items()})
     return root
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import fit_config
 from facelib.config import ParamsError, build
 from facelib.data import load_dataset, save_dataset
 from facelib.eval import evaluate
@@ -15,7 +16,6 @@ from facelib.models import Regularizer, make_backbone
 from facelib.seed import seed_everything
 from facelib.train import (
     CheckpointError,
-    FitConfig,
     TrainCFParams,
     TrainingError,
     fit,
@@ -29,8 +29,8 @@ from facelib.train import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-PARAMS = {"dim": 16, "layers": 2, "keep_rate": 0.8, "eps": 0.2}
-CFG = FitConfig(lr=0.01, batch_size=256, max_epochs=6, eval_every=2, patience=10)
+PARAMS = build(TrainCFParams, {"dim": 16, "layers": 2, "keep_rate": 0.8, "eps": 0.2}, "train_cf")
+CFG = fit_config(lr=0.01, batch_size=256, max_epochs=6, eval_every=2, patience=10)
 
 
 def _fit(ds, name="lightgcn", cfg=CFG, seed=0, **kw):
@@ -56,7 +56,7 @@ def test_same_seed_same_metrics(synthetic_ds, name):
 
 
 def test_resume_equals_uninterrupted(synthetic_ds, tmp_path):
-    cfg = FitConfig(lr=0.01, batch_size=256, max_epochs=8, eval_every=2, patience=10)
+    cfg = fit_config(lr=0.01, batch_size=256, max_epochs=8, eval_every=2, patience=10)
     _, full = _fit(synthetic_ds, cfg=cfg, checkpoint_path=tmp_path / "full.pt")
 
     class Crash(Exception):
@@ -77,25 +77,25 @@ def test_resume_equals_uninterrupted(synthetic_ds, tmp_path):
     assert resumed.test == full.test and resumed.best_epoch == full.best_epoch
     assert _strip(resumed.history) == _strip(full.history)
     saved = torch.load(ck, weights_only=False)
-    assert saved["finished"] and saved["test"] == full.test
+    assert saved["finished"] and saved["progress"]["done"][-1]["test"] == full.test
 
 
 def test_resume_rejects_missing_and_mismatched_checkpoints(synthetic_ds, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at .*run without resume"):
         _fit(synthetic_ds, checkpoint_path=tmp_path / "none.pt", resume=True)
     ck = tmp_path / "run.pt"
-    _fit(synthetic_ds, cfg=FitConfig(lr=0.01, batch_size=256, max_epochs=2),
+    _fit(synthetic_ds, cfg=fit_config(lr=0.01, batch_size=256, max_epochs=2),
          checkpoint_path=ck)
     with pytest.raises(CheckpointError, match="lr is 0.01 there but 0.02 now") as err:
-        _fit(synthetic_ds, cfg=FitConfig(lr=0.02, batch_size=256, max_epochs=2),
+        _fit(synthetic_ds, cfg=fit_config(lr=0.02, batch_size=256, max_epochs=2),
              checkpoint_path=ck, resume=True)
     assert "\n" not in str(err.value)
 
 
 def test_early_stopping_counts_evaluations_without_gain(synthetic_ds):
-    cfg = FitConfig(lr=1e-12, batch_size=512, max_epochs=50, eval_every=1, patience=2)
+    cfg = fit_config(lr=1e-12, batch_size=512, max_epochs=50, eval_every=1, patience=2)
     _, res = _fit(synthetic_ds, "mf", cfg=cfg)
-    assert res.stopped_early and res.best_epoch == 1 and res.epochs_run == 3
+    assert res.stopped_by == "early_stopping" and res.best_epoch == 1 and res.epochs_run == 3
 
 
 class NaNAtEpoch(Regularizer):
@@ -133,7 +133,7 @@ def test_regularizer_gets_its_own_param_group_and_loss(synthetic_ds):
     ds = synthetic_ds
     model = make_backbone("mf", ds.n_users, ds.n_items, PARAMS, ds.matrix("train"))
     reg = Shrink()
-    cfg = FitConfig(lr=0.01, reg=1e-4, base_lr_scale=0.1, batch_size=256, max_epochs=2)
+    cfg = fit_config(lr=0.01, reg=1e-4, base_lr_scale=0.1, batch_size=256, max_epochs=2)
     groups = make_optimizer(model, [reg], cfg).param_groups
     assert (groups[0]["lr"], groups[0]["weight_decay"]) == (pytest.approx(0.001), 2e-4)
     assert (groups[1]["lr"], groups[1]["weight_decay"]) == (0.01, 0.0)

@@ -10,15 +10,30 @@ L2 regularisation is *not* a loss term: the trainer applies it as Adam weight de
 contrastive loss) to ``BatchOutput.losses``; an alignment plug-in (FACE, RLMRec-Con/Gen,
 DaRec) is a :class:`Regularizer` whose weighted losses the trainer adds on top, reading the
 same batch embeddings.
+
+Hooks of a :class:`Regularizer` beyond its losses (all optional, default: do nothing):
+
+- :meth:`Regularizer.before_forward` may return replacement ego embeddings E^{(0)} [N, d]
+  for the step (RLMRec-Gen masks nodes *before* propagation); the trainer passes them to
+  :meth:`Backbone.forward_batch` as ``ego=``;
+- :meth:`Regularizer.on_epoch_start` runs before each epoch with the trainer's generator
+  (DaRec re-clusters; FACE draws its alignment batches of distinct entities) and may ask
+  for the epoch's number of steps;
+- :meth:`Regularizer.validation_metrics` adds signals of its own to each evaluation (FACE:
+  descriptor quality on held-out entities), which a phase may early-stop on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -74,22 +89,32 @@ class Backbone(nn.Module):
         self._eval_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None
 
     # -- to implement -------------------------------------------------------------------
-    def propagate(self, stochastic: bool | None = None) -> tuple[Tensor, Tensor]:
+    def ego_embeddings(self) -> Tensor:
+        """E^{(0)} = [P; Q], the free embeddings of users then items: [U + I, d]."""
+        raise NotImplementedError
+
+    def propagate(self, stochastic: bool | None = None,
+                  ego: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Final embeddings (user [U, d], item [I, d]). ``stochastic`` (default:
-        ``self.training``) switches on training-time randomness such as edge dropout."""
+        ``self.training``) switches on training-time randomness such as edge dropout;
+        ``ego`` [U + I, d] replaces :meth:`ego_embeddings` as the input (a regulariser's
+        masked nodes)."""
         raise NotImplementedError
 
     # -- training -----------------------------------------------------------------------
-    def forward_batch(self, users: Tensor, pos: Tensor, neg: Tensor) -> BatchOutput:
-        """Embeddings and losses of a batch of BPR triples (users, pos, neg: [B] int64)."""
-        u_all, i_all = self.propagate()
+    def forward_batch(self, users: Tensor, pos: Tensor, neg: Tensor,
+                      ego: Tensor | None = None) -> BatchOutput:
+        """Embeddings and losses of a batch of BPR triples (users, pos, neg: [B] int64),
+        propagated from ``ego`` [U + I, d] when given."""
+        u_all, i_all = self.propagate(ego=ego)
         out = BatchOutput(u_all[users], i_all[pos], i_all[neg],
                           all_user_emb=u_all, all_item_emb=i_all)
         out.losses["bpr"] = bpr_loss(out.user_emb, out.pos_emb, out.neg_emb)
         return out
 
-    def forward(self, users: Tensor, pos: Tensor, neg: Tensor) -> BatchOutput:
-        return self.forward_batch(users, pos, neg)
+    def forward(self, users: Tensor, pos: Tensor, neg: Tensor,
+                ego: Tensor | None = None) -> BatchOutput:
+        return self.forward_batch(users, pos, neg, ego)
 
     # -- evaluation ---------------------------------------------------------------------
     def _params_key(self) -> tuple:
@@ -119,17 +144,35 @@ class Backbone(nn.Module):
 class Regularizer(nn.Module):
     """Protocol of alignment plug-ins (FACE, RLMRec-Con/Gen, DaRec).
 
-    The trainer calls :meth:`losses` on every batch after the backbone's
-    :meth:`Backbone.forward_batch` and adds the returned (already weighted) terms to the
-    loss. Its parameters form their own Adam group (plug-in lr, no weight decay) beside the
-    backbone's (lr · base_lr_scale, weight decay 2·reg). Keys must not collide with the
-    backbone's loss names.
+    Per step the trainer calls :meth:`before_forward` (which may replace the ego
+    embeddings), the backbone's :meth:`Backbone.forward_batch`, then :meth:`losses`, and
+    adds the returned (already weighted) terms to the loss. Its parameters form their own
+    Adam group (plug-in lr, no weight decay) beside the backbone's (lr · base_lr_scale,
+    weight decay 2·reg). Keys must not collide with the backbone's loss names.
     """
 
     def losses(self, out: BatchOutput, users: Tensor, pos: Tensor,
                neg: Tensor) -> dict[str, Tensor]:
         """Weighted loss terms for one batch; ``out`` holds the batch embeddings [B, d]."""
         raise NotImplementedError
+
+    def before_forward(self, model: Backbone, users: Tensor, pos: Tensor,
+                       neg: Tensor) -> Tensor | None:
+        """Replacement ego embeddings [U + I, d] for this step, or None (the default)."""
+        return None
+
+    def on_epoch_start(self, model: Backbone, epoch: int,
+                       rng: np.random.Generator) -> int | None:
+        """Runs before every training epoch with the trainer's generator (draw from it, not
+        from a generator of your own, so that a resumed run draws the same). May return
+        the number of steps this epoch needs (e.g. batches of entities to align); None
+        (the default) leaves the epoch a full pass over the training interactions."""
+        return None
+
+    def validation_metrics(self, model: Backbone) -> dict[str, float]:
+        """Extra validation signals at each evaluation, e.g. ``{"align_mrr": ...}``
+        (higher is better for any key a phase selects on); the default has none."""
+        return {}
 
 
 def xavier_embedding(n: int, dim: int) -> nn.Parameter:

@@ -27,8 +27,8 @@ class LightGCN(Backbone):
 
     name = "lightgcn"
 
-    def __init__(self, n_users: int, n_items: int, dim: int, train_matrix: sp.spmatrix,
-                 layers: int = 3, keep_rate: float = 0.8) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, train_matrix: sp.spmatrix, *,
+                 layers: int, keep_rate: float) -> None:
         super().__init__(n_users, n_items, dim)
         if layers < 1:
             raise ValueError(f"LightGCN needs layers >= 1, got {layers}; set train_cf.layers")
@@ -66,11 +66,13 @@ class LightGCN(Backbone):
             out = out + e
         return out
 
-    def propagate(self, stochastic: bool | None = None) -> tuple[Tensor, Tensor]:
-        """(e_u [U, d], e_i [I, d]); edge dropout when ``stochastic`` (default: training)."""
+    def propagate(self, stochastic: bool | None = None,
+                  ego: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(e_u [U, d], e_i [I, d]) from ``ego`` (default E^{(0)}); edge dropout when
+        ``stochastic`` (default: training)."""
         stochastic = self.training if stochastic is None else stochastic
         adj = self.adjacency
         values = adj.dropout_values(self.keep_rate) if stochastic else adj.values
         a, a_t = adj.matrices(values)
-        e = self.layer_sum(a, a_t, self.ego_embeddings())
+        e = self.layer_sum(a, a_t, self.ego_embeddings() if ego is None else ego)
         return e[: self.n_users], e[self.n_users:]

@@ -74,18 +74,16 @@ class SimGCL(LightGCN):
 
     name = "simgcl"
 
-    def __init__(self, n_users: int, n_items: int, dim: int, train_matrix: sp.spmatrix,
-                 layers: int = 3, eps: float = 0.9, cl_weight: float = 0.1,
-                 cl_temp: float = 0.2) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, train_matrix: sp.spmatrix, *,
+                 layers: int, eps: float, cl_weight: float, cl_temp: float) -> None:
         super().__init__(n_users, n_items, dim, train_matrix, layers=layers, keep_rate=1.0)
         if eps < 0 or cl_weight < 0 or cl_temp <= 0:
             raise ValueError(f"SimGCL needs eps >= 0, cl_weight >= 0, cl_temp > 0; got "
                              f"{eps}, {cl_weight}, {cl_temp}")
         self.eps, self.cl_weight, self.cl_temp = float(eps), float(cl_weight), float(cl_temp)
 
-    def perturbed_view(self, a: Tensor, a_t: Tensor) -> tuple[Tensor, Tensor]:
-        """One noisy view (user [U, d], item [I, d])."""
-        ego = self.ego_embeddings()
+    def perturbed_view(self, a: Tensor, a_t: Tensor, ego: Tensor) -> tuple[Tensor, Tensor]:
+        """One noisy view (user [U, d], item [I, d]) propagated from ``ego`` [U + I, d]."""
         out, e = ego, ego
         for _ in range(self.layers):
             e = spmm(a, a_t, e)
@@ -94,17 +92,20 @@ class SimGCL(LightGCN):
             out = out + e
         return out[: self.n_users], out[self.n_users:]
 
-    def forward_batch(self, users: Tensor, pos: Tensor, neg: Tensor) -> BatchOutput:
-        """BPR on the clean view + weighted contrastive loss ``"cl"`` between two views."""
+    def forward_batch(self, users: Tensor, pos: Tensor, neg: Tensor,
+                      ego: Tensor | None = None) -> BatchOutput:
+        """BPR on the clean view + weighted contrastive loss ``"cl"`` between two views, all
+        propagated from ``ego`` [U + I, d] (default E^{(0)})."""
         a, a_t = self.adjacency.matrices()
-        e = self.layer_sum(a, a_t, self.ego_embeddings())
+        ego = self.ego_embeddings() if ego is None else ego
+        e = self.layer_sum(a, a_t, ego)
         u_all, i_all = e[: self.n_users], e[self.n_users:]
         out = BatchOutput(u_all[users], i_all[pos], i_all[neg],
                           all_user_emb=u_all, all_item_emb=i_all)
         out.losses["bpr"] = bpr_loss(out.user_emb, out.pos_emb, out.neg_emb)
         if self.cl_weight > 0:
-            u1, i1 = self.perturbed_view(a, a_t)
-            u2, i2 = self.perturbed_view(a, a_t)
+            u1, i1 = self.perturbed_view(a, a_t, ego)
+            u2, i2 = self.perturbed_view(a, a_t, ego)
             cl = (info_nce(u1, u2, users, self.cl_temp)
                   + info_nce(i1, i2, pos, self.cl_temp)) / users.numel()
             out.losses["cl"] = self.cl_weight * cl

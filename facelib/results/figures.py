@@ -11,7 +11,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from facelib.results.systems import SYSTEMS, System, backbone_name
+from facelib.results.rows import System
+from facelib.results.systems import SYSTEMS, backbone_name
 from facelib.results.tables import metric_name
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from facelib.io import write_json
-from facelib.results.systems import FACE_PER_USER, METRICS
+from facelib.results.systems import CF_PER_USER, METRICS
+from facelib.systems.face.rows import PER_USER as FACE_PER_USER
 
 SMOKE_USERS = 200
 _BOUNDS = {"batch_size": 128, "map_max_epochs": 3, "align_max_epochs": 2,
@@ -80,7 +81,9 @@ def prepare_smoke_inputs(dataset: str, backbones: list[str], seeds: list[int],
                 "bounds": _BOUNDS, "profile_builder": "template (smoke)", "emb_dim": 32,
                 "device": "cpu", "switches": {}}
             write_json(record, root / "reports" / "metrics" / "face" / f"{name}.json")
-            npz = root / FACE_PER_USER.format(dataset=dataset, backbone=backbone, seed=seed)
-            npz.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(npz, users=users, **{f"{s}.{m}": v[m] for s, v in systems.items()
-                                          for m in METRICS})
+            for pattern, names in ((CF_PER_USER, ("base",)),
+                                   (FACE_PER_USER, ("map", "face", "control"))):
+                npz = root / pattern.format(dataset=dataset, backbone=backbone, seed=seed)
+                npz.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(npz, users=users, **{f"{s}.{m}": v[m] for s, v in systems.items()
+                                              if s in names for m in METRICS})

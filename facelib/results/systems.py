@@ -3,9 +3,11 @@
 A :class:`System` names one row family of the table: the metrics JSON it is read from (a
 path pattern with ``{backbone}``, ``{seed}`` and ``{dataset}`` placeholders, relative to
 the repository root), the dotted key of the test-metrics dict inside that JSON, and
-optionally the per-user arrays written beside it for paired tests. The table is built from
-:data:`SYSTEMS` in order, so a later system (RLMRec-Con/Gen, DaRec, ...) joins it by adding
-one entry here and naming it in ``params.yaml`` (``results.systems``)::
+optionally the per-user arrays its stage writes for paired tests. The table is built from
+:data:`SYSTEMS` in order: the most-popular floor and the base models (``train_cf``), then
+the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/rows.py``),
+so a later system (RLMRec-Con/Gen, DaRec, ...) joins by declaring its rows there and naming
+them in ``params.yaml`` (``results.systems``)::
 
     System("rlmrec_con", "RLMRec-Con", "the RLMRec-Con run",
            "reports/metrics/rlmrec_con/{backbone}-{seed}.json", "test", stage="rlmrec_con",
@@ -29,70 +31,26 @@ import numpy as np
 
 from facelib.data.errors import DataError
 from facelib.eval import KS
+from facelib.models.registry import backbone_label as backbone_name
+from facelib.results.rows import System
+from facelib.systems import result_rows
 
 METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
-BACKBONE_NAMES = {"mf": "MF", "lightgcn": "LightGCN", "simgcl": "SimGCL"}
-FACE_PER_USER = "data/face/{dataset}/per_user-{backbone}-{seed}.npz"
+CF_PER_USER = "data/cf/{dataset}/per_user-{backbone}-{seed}.npz"
 
 
 class ResultsError(DataError):
     """An input of the results stage is missing or inconsistent (one-line message)."""
 
 
-@dataclass(frozen=True)
-class System:
-    """One system of the results table.
-
-    Attributes:
-        name: key used in ``params.yaml``, CSV files and ``results.json``.
-        label: text of its table row; phrase: how a sentence names it ("the control run").
-        metrics: JSON path pattern; without ``{backbone}`` the system is backbone-free (one
-            row for all backbones), without ``{seed}`` it has one run (no spread).
-        key: dotted path of the test-metrics dict in that JSON; a ``null`` on the way
-            means "not run" (the row is left out, e.g. a face run without control).
-        stage: the DVC stage that writes the file (named in error messages).
-        required: a missing file is an error (True) or an empty row (False).
-        per_user: (npz path pattern, array prefix) of per-user test metrics, or None.
-    """
-
-    name: str
-    label: str
-    phrase: str
-    metrics: str
-    key: str
-    stage: str
-    required: bool = True
-    per_user: tuple[str, str] | None = None
-
-    @property
-    def seeded(self) -> bool:
-        return "{seed}" in self.metrics
-
-    @property
-    def per_backbone(self) -> bool:
-        return "{backbone}" in self.metrics
-
-
-_FACE_JSON = "reports/metrics/face/{backbone}-{seed}.json"
 SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
     System("most_popular", "Most popular", "the most-popular floor",
            "reports/metrics/cf/most_popular.json", "test", stage="train_cf_floor"),
     System("base", "Base (train_cf)", "the base model",
            "reports/metrics/cf/{backbone}-{seed}.json", "test", stage="train_cf",
-           per_user=(FACE_PER_USER, "base")),
-    System("control", "Control (no FACE loss)", "the control run",
-           _FACE_JSON, "control.test", stage="face", required=False,
-           per_user=(FACE_PER_USER, "control")),
-    System("face_map", "FACE map-only", "FACE map-only",
-           _FACE_JSON, "face.map.test", stage="face", per_user=(FACE_PER_USER, "map")),
-    System("face", "FACE (map + align)", "FACE",
-           _FACE_JSON, "face.test", stage="face", per_user=(FACE_PER_USER, "face")),
+           per_user=(CF_PER_USER, "base")),
+    *result_rows(),
 )})
-
-
-def backbone_name(backbone: str) -> str:
-    """Display name of a backbone key (``lightgcn`` -> ``LightGCN``)."""
-    return BACKBONE_NAMES.get(backbone, backbone)
 
 
 @dataclass(frozen=True)

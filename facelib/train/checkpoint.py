@@ -18,7 +18,7 @@ import torch
 
 from facelib.io import atomic_file
 
-FORMAT = 1
+FORMAT = 2
 
 
 class CheckpointError(RuntimeError):
@@ -55,19 +55,25 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
+                    made_by: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`. ``made_by`` names the stage
+    that publishes it (the fix for a missing or corrupt one is to rerun that stage); without
+    it the checkpoint is a run's resumable state (the fix is to start afresh)."""
     path = Path(path)
+    fix = (f"rerun the {made_by} stage (dvc repro {made_by})" if made_by
+           else "run without resume to start afresh")
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; run without resume to start afresh")
+        raise CheckpointError(f"no checkpoint at {path}; {fix}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is "corrupt"
+        if not made_by:
+            fix = "delete it and run without resume"
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
-                              f"delete it and run without resume") from None
+                              f"{fix}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has an unknown format; delete it and run "
-                              f"without resume")
+        raise CheckpointError(f"checkpoint {path} has an unknown format; {fix}")
     return state
 
 

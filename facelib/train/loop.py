@@ -1,16 +1,25 @@
-"""The training loop shared by the base CF models and the alignment plug-ins.
+"""The one training loop: base CF models, alignment plug-ins, and their phases.
 
-Per epoch (as the reference): every training pair (u, i⁺) gets one fresh uniform negative,
-the triples are shuffled and cut into batches; each step minimises
+A run is a sequence of :class:`Phase` objects (``train_cf``: one phase; FACE: ``map`` then
+``align``; its control run: the same two phases with no plug-in). Per epoch of a phase, as
+the reference: every training pair (u, i⁺) gets one fresh uniform negative, the triples are
+shuffled and cut into batches (a phase may use only the first ``steps_per_epoch`` of them,
+e.g. one BPR batch per alignment batch of entities); each step minimises
 
     L = Σ backbone losses (BPR + e.g. SimGCL's CL) + Σ plug-in losses (FACE, RLMRec, ...)
 
 with Adam: the backbone's parameters at ``lr · base_lr_scale`` with weight decay ``2·reg``
-(the reference's L2), the plug-ins' at ``lr`` without decay. Every ``eval_every`` epochs
-(and at the last) the model is ranked on validation; when Recall@20 improves the state is
-deep-copied, otherwise the patience counter grows and training stops at ``patience``
-evaluations without gain. The checkpoint is written at every evaluation; the test split is
-ranked once, with the best state, at the end.
+(the reference's L2), the plug-ins' at ``lr`` without decay; a fresh optimiser per phase.
+Every ``eval_every`` epochs (and at the phase's last) the model is ranked on validation and
+the plug-ins add their own signals (:meth:`Regularizer.validation_metrics`); when the
+phase's ``select`` key improves the state is deep-copied, otherwise the patience counter
+grows and the phase stops at ``patience`` evaluations without gain (``stopped_by:
+early_stopping``) or at ``max_epochs`` (``stopped_by: cap``). A phase ends with its best
+state loaded and the test split ranked once with it; the next phase starts from there.
+
+The whole state (modules, optimiser, best state, counters, history, finished phases and
+every random generator) is checkpointed at each evaluation, so an interrupted run resumes
+to exactly the result of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,9 +38,9 @@ import torch
 from torch import nn
 
 from facelib.data import RecDataset
-from facelib.eval import KS, Evaluator
+from facelib.eval import KS, Evaluator, PerUserMetrics
 from facelib.io import atomic_file
-from facelib.models.base import Backbone
+from facelib.models.base import Backbone, Regularizer
 from facelib.models.sampling import BPRSampler
 from facelib.train.checkpoint import (
     CheckpointError,
@@ -42,7 +51,8 @@ from facelib.train.checkpoint import (
     save_checkpoint,
 )
 
-SELECT = "recall@20"  # model selection metric on validation
+SELECT = "recall@20"  # the reference's model-selection metric on validation
+STOPPED_BY = ("early_stopping", "cap")
 
 
 class TrainingError(RuntimeError):
@@ -51,14 +61,14 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Optimisation and early-stopping settings of one :func:`fit` call."""
+    """Optimisation and early-stopping settings shared by every phase of a run."""
 
-    lr: float = 1e-3
-    reg: float = 1e-6               # backbone weight decay 2·reg
-    batch_size: int = 4096
-    max_epochs: int = 100
-    eval_every: int = 1
-    patience: int = 10              # evaluations without gain before stopping
+    lr: float
+    reg: float                      # backbone weight decay 2·reg
+    batch_size: int
+    max_epochs: int                 # epoch cap of the default single phase
+    eval_every: int
+    patience: int                   # evaluations without gain before stopping
     base_lr_scale: float = 1.0      # backbone lr = lr · base_lr_scale (FACE map/align: 0.1)
     eval_batch_size: int = 2048
 
@@ -70,22 +80,127 @@ class FitConfig:
             raise ValueError("FitConfig needs lr > 0, reg >= 0 and base_lr_scale >= 0")
 
 
-@dataclass
-class FitResult:
-    """What a finished :func:`fit` returns.
+@dataclass(frozen=True)
+class Phase:
+    """One early-stopped schedule of a run.
 
-    ``best_valid`` / ``test``: metrics @5/10/20 of the best-validation state; ``history``:
-    one row per epoch (epoch, loss components, valid recall/ndcg@20 or NaN, seconds).
+    Attributes:
+        name: e.g. ``"train"``, ``"map"``, ``"align"`` (history rows carry it).
+        max_epochs: the phase's epoch cap.
+        regularizers: plug-ins whose losses join the backbone's in this phase.
+        steps_per_epoch: batches of BPR triples per epoch; 0 = a full pass over the training
+            interactions, unless a plug-in's :meth:`Regularizer.on_epoch_start` asks for a
+            number of steps (an alignment epoch over entities).
+        select: the validation key early stopping watches (higher is better): a ranking
+            metric (``"recall@20"``) or a plug-in's validation signal (``"align_mrr"``).
+        start: called when the phase starts or resumes, before any state is loaded (e.g.
+            FACE switches to its align stage).
+        keep_state: keep the phase's best module states in its result (e.g. FACE's map
+            stage, whose descriptors and checkpoint are written after the run).
     """
 
-    best_epoch: int
+    name: str
+    max_epochs: int
+    regularizers: tuple[Regularizer, ...] = ()
+    steps_per_epoch: int = 0
+    select: str = SELECT
+    start: Callable[[], None] | None = None
+    keep_state: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.steps_per_epoch < 0:
+            raise ValueError(f"phase {self.name}: max_epochs must be >= 1 and "
+                             f"steps_per_epoch >= 0")
+
+
+@dataclass
+class PhaseResult:
+    """What one finished phase gives: best-validation metrics, test metrics of that state
+    (means and per user), how it ended and what it cost."""
+
+    name: str
+    best_epoch: int                 # epoch within the phase
     best_valid: dict[str, float]
     test: dict[str, float]
+    test_per_user: PerUserMetrics
     epochs_run: int
-    stopped_early: bool
-    seconds_per_epoch: float
-    eval_seconds: float
+    steps: int
+    stopped_by: str                 # "early_stopping" | "cap"
+    seconds: float
+    epoch_offset: int               # epochs of the run before this phase
+    state: list[dict[str, torch.Tensor]] | None = None  # best module states (keep_state)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-user arrays)."""
+        return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "steps": self.steps, "stopped_by": self.stopped_by,
+                "seconds": round(self.seconds, 2), "valid": self.best_valid, "test": self.test}
+
+    def to_state(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["test_per_user"] = {"users": self.test_per_user.users,
+                                "values": self.test_per_user.values}
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PhaseResult:
+        pu = state["test_per_user"]
+        return cls(**{**state, "test_per_user": PerUserMetrics(pu["users"], pu["values"])})
+
+
+@dataclass
+class FitResult:
+    """What a finished :func:`fit` returns; the top-level fields are the last phase's.
+
+    ``history``: one row per epoch (epoch, phase, phase_epoch, loss terms, validation
+    recall/ndcg@20 and plug-in signals or NaN, seconds).
+    """
+
+    phases: list[PhaseResult]
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last(self) -> PhaseResult:
+        return self.phases[-1]
+
+    @property
+    def best_epoch(self) -> int:
+        return self.last.best_epoch
+
+    @property
+    def best_valid(self) -> dict[str, float]:
+        return self.last.best_valid
+
+    @property
+    def test(self) -> dict[str, float]:
+        return self.last.test
+
+    @property
+    def test_per_user(self) -> PerUserMetrics:
+        return self.last.test_per_user
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def stopped_by(self) -> str:
+        """"cap" when any phase was ended by its cap, else "early_stopping"."""
+        return "cap" if any(p.stopped_by == "cap" for p in self.phases) else "early_stopping"
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        secs = [r["seconds"] for r in self.history]
+        return float(np.mean(secs)) if secs else 0.0
+
+    @property
+    def eval_seconds(self) -> float:
+        """Mean seconds of one validation pass."""
+        secs = [r["eval_seconds"] for r in self.history if not math.isnan(r["eval_seconds"])]
+        return float(np.mean(secs)) if secs else 0.0
+
+    def phase(self, name: str) -> PhaseResult:
+        return next(p for p in self.phases if p.name == name)
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -96,7 +211,7 @@ def snapshot(modules: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
 
 
-def _load(modules: Sequence[nn.Module], states: list[dict[str, torch.Tensor]]) -> None:
+def load_states(modules: Sequence[nn.Module], states: list[dict[str, torch.Tensor]]) -> None:
     for m, s in zip(modules, states, strict=True):
         m.load_state_dict(s)
 
@@ -120,20 +235,28 @@ def write_log(history: list[dict[str, Any]], path: Path) -> None:
         pd.DataFrame(history).to_csv(fh, index=False, float_format="%.6g")
 
 
-def train_epoch(model: Backbone, regularizers: Sequence[nn.Module],
+def train_epoch(model: Backbone, regularizers: Sequence[Regularizer],
                 optimizer: torch.optim.Optimizer, sampler: BPRSampler, rng: np.random.Generator,
                 batch_size: int, device: torch.device, epoch: int,
-                max_steps: int = 0) -> dict[str, float]:
-    """One pass over the training pairs with fresh negatives (only the first ``max_steps``
-    batches when > 0: the CPU bound of the FACE stages); returns the mean of every loss
-    term per batch, ``{"bpr": ..., "cl": ..., <plug-in terms>}``. A NaN/inf mean stops
-    training with a one-line error naming the epoch."""
+                max_steps: int = 0) -> tuple[dict[str, float], int]:
+    """One epoch: fresh negatives for every training pair, shuffled, the first
+    ``max_steps`` batches (0: all); plug-in hooks around each step. Returns the mean of
+    every loss term per batch (``{"bpr": ..., "cl": ..., <plug-in terms>}``) and the steps
+    taken. A NaN/inf mean stops training with a one-line error naming the epoch."""
     sums: dict[str, torch.Tensor] = {}
-    n_batches = 0
+    steps = 0
     for users, pos, neg in sampler.batches(rng, batch_size, device):
-        if max_steps and n_batches >= max_steps:
+        if max_steps and steps >= max_steps:
             break
-        out = model.forward_batch(users, pos, neg)
+        ego = None
+        for r in regularizers:
+            replaced = r.before_forward(model, users, pos, neg)
+            if replaced is not None:
+                if ego is not None:
+                    raise TrainingError("two plug-ins replace the ego embeddings in one step; "
+                                        "combine them into one")
+                ego = replaced
+        out = model.forward_batch(users, pos, neg, ego=ego)
         losses = dict(out.losses)
         for r in regularizers:
             for key, value in r.losses(out, users, pos, neg).items():
@@ -147,13 +270,30 @@ def train_epoch(model: Backbone, regularizers: Sequence[nn.Module],
         optimizer.step()
         for key, value in losses.items():  # summed as tensors: no device sync per batch
             sums[key] = sums.get(key, 0.0) + value.detach()
-        n_batches += 1
-    means = {k: float(v) / n_batches for k, v in sums.items()}
+        steps += 1
+    means = {k: float(v) / max(steps, 1) for k, v in sums.items()}
     if not all(math.isfinite(v) for v in means.values()):
         bad = ", ".join(f"{k}={v:.4g}" for k, v in means.items())
         raise TrainingError(f"loss became non-finite in epoch {epoch} ({bad}); lower lr, "
                             f"check the data and the plug-in losses")
-    return means
+    return means, steps
+
+
+@dataclass
+class _Progress:
+    """The mutable state of a run between evaluations (what a checkpoint holds)."""
+
+    phase: int = 0                  # index of the phase in progress
+    epoch: int = 0                  # last finished epoch of that phase
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    bad_evals: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    done: list[dict[str, Any]] = field(default_factory=list)  # PhaseResult.to_state()
+    finished: bool = False
 
 
 def fit(
@@ -162,7 +302,8 @@ def fit(
     cfg: FitConfig,
     rng: np.random.Generator,
     *,
-    regularizers: Sequence[nn.Module] = (),
+    phases: Sequence[Phase] | None = None,
+    regularizers: Sequence[Regularizer] = (),
     device: torch.device | str = "cpu",
     checkpoint_path: Path | None = None,
     log_path: Path | None = None,
@@ -171,119 +312,154 @@ def fit(
     progress: bool = False,
     callback: EpochCallback | None = None,
 ) -> FitResult:
-    """Train ``model`` (plus optional plug-ins with a ``losses(out, users, pos, neg)``
-    method, see :class:`facelib.models.base.Regularizer`) on ``ds`` with BPR, early stopping
-    on validation Recall@20, and return test metrics of the best-validation state, which is
-    left loaded in ``model``.
+    """Train ``model`` through ``phases`` (default: one phase ``"train"`` of
+    ``cfg.max_epochs`` epochs with ``regularizers``) on ``ds``; return every phase's result.
+    The last phase's best state is left loaded in the modules.
 
-    ``rng`` draws negatives and batch order (torch's global RNG drives dropout and noise).
-    With ``checkpoint_path`` the full training state is saved at every evaluation; with
-    ``resume`` it is loaded first (the stored ``run_params`` must equal the current ones).
-    ``callback(row)`` runs after every epoch with that epoch's log row (raising from it
-    interrupts training, as a crash would).
+    ``rng`` draws negatives, batch order and the plug-ins' epoch draws (torch's global RNG
+    drives dropout and noise). With ``checkpoint_path`` the whole run state is saved at
+    every evaluation; with ``resume`` it is loaded first (the stored ``run_params`` must
+    equal the current ones) and the run continues where it stopped. ``callback(row)`` runs
+    after every epoch with that epoch's log row (raising from it interrupts training, as a
+    crash would).
     """
     device = torch.device(device)
-    regularizers = list(regularizers)
-    modules: list[nn.Module] = [model, *regularizers]
+    if phases is None:
+        phases = [Phase("train", cfg.max_epochs, tuple(regularizers))]
+    elif regularizers:
+        raise ValueError("give the plug-ins in the phases, not as regularizers=")
+    phases = list(phases)
+    modules: list[nn.Module] = [model]
+    for ph in phases:
+        modules += [r for r in ph.regularizers if all(r is not m for m in modules)]
     for m in modules:
         m.to(device)
     run_params = dict(run_params if run_params is not None else dataclasses.asdict(cfg))
+    run_params["phases"] = [(ph.name, ph.max_epochs, ph.steps_per_epoch, ph.select)
+                            for ph in phases]
     train_m = ds.matrix("train")
     sampler = BPRSampler(ds.train, ds.n_items)
     valid_eval = Evaluator(train_m, ds.matrix("valid"), KS, cfg.eval_batch_size, device)
-    optimizer = make_optimizer(model, regularizers, cfg)
+    test_eval = Evaluator(train_m, ds.matrix("test"), KS, cfg.eval_batch_size, device)
 
-    start_epoch, best_metric, best_epoch, bad_evals = 1, -math.inf, 0, 0
-    best_valid: dict[str, float] = {}
-    best_state = snapshot(modules)
-    history: list[dict[str, Any]] = []
-    finished = False
+    st = _Progress()
+    saved: dict[str, Any] | None = None
     if resume:
         if checkpoint_path is None:
             raise CheckpointError("resume requested but no checkpoint path was given")
-        ck = load_checkpoint(checkpoint_path, map_location=device)
-        check_same_run(ck["run_params"], run_params, checkpoint_path)
-        _load(modules, ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        best_state, best_metric = ck["best_state"], ck["best_metric"]
-        best_epoch, bad_evals, best_valid = ck["best_epoch"], ck["bad_evals"], ck["best_valid"]
-        history, finished = list(ck["history"]), bool(ck["finished"])
-        start_epoch = ck["epoch"] + 1
-        restore_rng(ck["rng"], rng)
+        saved = load_checkpoint(checkpoint_path, map_location=device)
+        check_same_run(saved["run_params"], run_params, checkpoint_path)
+        st = _Progress(**saved["progress"])
+        restore_rng(saved["rng"], rng)
+        for ph in phases[:st.phase]:  # re-enter the finished phases (e.g. FACE's align)
+            if ph.start is not None:
+                ph.start()
 
-    def checkpoint(epoch: int, done: bool, **extra: Any) -> None:
+    def save(optimizer: torch.optim.Optimizer | None,
+             best_state: list[dict[str, torch.Tensor]] | None) -> None:
+        """Checkpoint the run; at a phase's end (``optimizer`` None) the modules hold the
+        phase's best state, which is where the next phase starts."""
         if checkpoint_path is not None:
-            state = {"run_params": run_params, "epoch": epoch, "model": snapshot(modules),
-                     "optimizer": optimizer.state_dict(), "best_state": best_state,
-                     "best_metric": best_metric, "best_epoch": best_epoch,
-                     "best_valid": best_valid, "bad_evals": bad_evals, "history": history,
-                     "finished": done, "rng": rng_state(rng), **extra}
-            save_checkpoint(state, checkpoint_path)
+            save_checkpoint({"run_params": run_params, "progress": dataclasses.asdict(st),
+                             "model": snapshot(modules),
+                             "optimizer": None if optimizer is None else optimizer.state_dict(),
+                             "best_state": best_state, "finished": st.finished,
+                             "rng": rng_state(rng)}, checkpoint_path)
         if log_path is not None:
-            write_log(history, log_path)
+            write_log(st.history, log_path)
 
     bar = None
-    if progress and not finished:
+    if progress and not st.finished:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_epochs, initial=start_epoch - 1, desc=f"train {model.name}",
+        bar = tqdm(total=sum(ph.max_epochs for ph in phases), desc=f"train {model.name}",
                    unit="epoch")
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.max_epochs + 1):
-        if finished:
-            break
-        for m in modules:
-            m.train()
-        t0 = time.perf_counter()
-        means = train_epoch(model, regularizers, optimizer, sampler, rng, cfg.batch_size,
-                            device, epoch)
-        total = sum(means.values())
-        row: dict[str, Any] = {"epoch": epoch, "loss": total,
-                               **{f"loss_{k}": v for k, v in means.items()},
-                               "valid_recall@20": math.nan, "valid_ndcg@20": math.nan,
-                               "seconds": time.perf_counter() - t0, "eval_seconds": math.nan}
-        evaluate_now = epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs
-        if evaluate_now:
+        bar.update(len(st.history))
+    while not st.finished:
+        ph = phases[st.phase]
+        regs = list(ph.regularizers)
+        if ph.start is not None:
+            ph.start()
+        optimizer = make_optimizer(model, regs, cfg)
+        if saved is not None:  # resume: this phase's state (or the previous phase's end)
+            load_states(modules, saved["model"])
+            if saved["optimizer"] is not None:
+                optimizer.load_state_dict(saved["optimizer"])
+                best_state = saved["best_state"]
+            saved = None
+        if st.epoch == 0:
+            best_state = snapshot(modules)
+        offset = sum(d["epochs_run"] for d in st.done)
+        stop = st.epoch >= ph.max_epochs or st.bad_evals >= cfg.patience
+        while not stop:
+            epoch = st.epoch + 1
             for m in modules:
-                m.eval()
-            t1 = time.perf_counter()
-            metrics = valid_eval(model)
-            row["eval_seconds"] = time.perf_counter() - t1
-            row["valid_recall@20"], row["valid_ndcg@20"] = metrics["recall@20"], metrics["ndcg@20"]
-            if metrics[SELECT] > best_metric:
-                best_metric, best_epoch, best_valid = metrics[SELECT], epoch, metrics
-                best_state, bad_evals = snapshot(modules), 0
-            else:
-                bad_evals += 1
-        history.append(row)
-        if evaluate_now:
-            finished = bad_evals >= cfg.patience or epoch == cfg.max_epochs
-            checkpoint(epoch, finished)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.4f}", best=f"{best_metric:.4f}@{best_epoch}")
-        if callback is not None:
-            callback(row)
-        if finished:
-            break
+                m.train()
+            t0 = time.perf_counter()
+            asked = [n for r in regs if (n := r.on_epoch_start(model, epoch, rng)) is not None]
+            max_steps = min(asked) if asked else ph.steps_per_epoch
+            means, steps = train_epoch(model, regs, optimizer, sampler, rng, cfg.batch_size,
+                                       device, epoch, max_steps)
+            row: dict[str, Any] = {"epoch": offset + epoch, "phase": ph.name,
+                                   "phase_epoch": epoch, "loss": sum(means.values()),
+                                   **{f"loss_{k}": v for k, v in means.items()},
+                                   "valid_recall@20": math.nan, "valid_ndcg@20": math.nan,
+                                   "seconds": time.perf_counter() - t0, "eval_seconds": math.nan}
+            st.steps += steps
+            evaluate_now = epoch % cfg.eval_every == 0 or epoch == ph.max_epochs
+            if evaluate_now:
+                for m in modules:
+                    m.eval()
+                t1 = time.perf_counter()
+                metrics = valid_eval(model)
+                for r in regs:
+                    metrics.update(r.validation_metrics(model))
+                row["eval_seconds"] = time.perf_counter() - t1
+                row.update({f"valid_{k}": v for k, v in metrics.items()
+                            if k in ("recall@20", "ndcg@20") or "@" not in k})
+                if ph.select not in metrics:
+                    raise TrainingError(f"phase {ph.name} selects on {ph.select!r}, which no "
+                                        f"validation pass gives (it has "
+                                        f"{', '.join(sorted(metrics))})")
+                if metrics[ph.select] > st.best_metric:
+                    st.best_metric, st.best_epoch, st.best_valid = (metrics[ph.select], epoch,
+                                                                    metrics)
+                    best_state, st.bad_evals = snapshot(modules), 0
+                else:
+                    st.bad_evals += 1
+            st.epoch = epoch
+            st.seconds += time.perf_counter() - t0
+            st.history.append(row)
+            stop = evaluate_now and (st.bad_evals >= cfg.patience or epoch == ph.max_epochs)
+            if evaluate_now and not stop:
+                save(optimizer, best_state)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(phase=ph.name, loss=f"{row['loss']:.4f}",
+                                best=f"{st.best_metric:.4f}@{st.best_epoch}")
+            if callback is not None:
+                callback(row)
+        # end of phase: best state, test once, next phase starts from here
+        load_states(modules, best_state)
+        for m in modules:
+            m.eval()
+        t1 = time.perf_counter()
+        per_user = test_eval.per_user(model)
+        st.seconds += time.perf_counter() - t1
+        result = PhaseResult(
+            name=ph.name, best_epoch=st.best_epoch, best_valid=st.best_valid,
+            test=per_user.mean(), test_per_user=per_user, epochs_run=st.epoch,
+            steps=st.steps, seconds=st.seconds, epoch_offset=offset,
+            stopped_by="early_stopping" if st.bad_evals >= cfg.patience else "cap",
+            state=snapshot(modules) if ph.keep_state else None)
+        st.done.append(result.to_state())
+        st = _Progress(phase=st.phase + 1, history=st.history, done=st.done,
+                       finished=st.phase + 1 == len(phases))
+        save(None, None)
+    if saved is not None:  # resumed a finished run: its final (best) state
+        load_states(modules, saved["model"])
+        for m in modules:
+            m.eval()
     if bar is not None:
         bar.close()
-
-    # final: best state, re-validate (sanity), test once
-    _load(modules, best_state)
-    for m in modules:
-        m.eval()
-    t1 = time.perf_counter()
-    test_eval = Evaluator(train_m, ds.matrix("test"), KS, cfg.eval_batch_size, device)
-    test = test_eval(model)
-    eval_seconds = time.perf_counter() - t1
-    # the final file: model = best state (nothing resumes from a finished run) + test
-    checkpoint(epoch, True, test=test)
-    train_secs = [r["seconds"] for r in history]
-    return FitResult(
-        best_epoch=best_epoch, best_valid=best_valid, test=test, epochs_run=len(history),
-        stopped_early=bad_evals >= cfg.patience,
-        seconds_per_epoch=float(np.mean(train_secs)) if train_secs else 0.0,
-        eval_seconds=eval_seconds, history=history,
-    )
-
+    return FitResult([PhaseResult.from_state(d) for d in st.done], st.history)

@@ -6,9 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from facelib.config import ParamsError, build, param
-
-BACKBONE_NAMES = ("mf", "lightgcn", "simgcl")
+from facelib.config import ParamsError, build, dataset_param, device_param, param, threads_param
+from facelib.models.registry import BACKBONES
 # keys that name the run; everything else may be overridden per backbone
 _RUN_KEYS = ("dataset", "backbone", "seed", "backbone_overrides", "resume")
 
@@ -18,8 +17,8 @@ class TrainCFParams:
     """``params.yaml`` section ``train_cf`` (defaults: the paper's values where CPU allows;
     params.yaml holds the CPU profile, the GPU profile is documented beside it)."""
 
-    dataset: str = param("ml-1m", help="processed dataset under data/processed/")
-    backbone: str = param("lightgcn", choices=BACKBONE_NAMES, help="mf | lightgcn | simgcl")
+    dataset: str = dataset_param()
+    backbone: str = param("lightgcn", choices=BACKBONES, help=" | ".join(BACKBONES))
     seed: int = param(0, ge=0, help="seed of initialisation, negatives and dropout")
     dim: int = param(64, gt=0, help="embedding size d (paper 256)")
     layers: int = param(3, ge=1, help="propagation layers L (lightgcn, simgcl)")
@@ -34,8 +33,8 @@ class TrainCFParams:
     cl_temp: float = param(0.2, gt=0.0, help="SimGCL InfoNCE temperature")
     eps: float = param(0.9, ge=0.0, help="SimGCL noise magnitude (reference 0.9, paper 0.1)")
     eval_batch_size: int = param(2048, ge=1, help="users per full-ranking batch")
-    device: str = param("auto", choices=("cpu", "cuda", "auto"), help="auto: cuda if present")
-    num_threads: int = param(0, ge=0, help="torch CPU threads (0: torch's default)")
+    device: str = device_param()
+    num_threads: int = threads_param()
     resume: bool = param(False, help="continue from the run's checkpoint")
     backbone_overrides: dict[str, dict[str, Any]] = param(
         {}, help="per-backbone values replacing the ones above, e.g. {simgcl: {reg: 1.0e-5}}")
@@ -45,9 +44,9 @@ class TrainCFParams:
             raise ParamsError("params [train_cf.backbone_overrides]: expected a mapping "
                               "backbone -> {key: value}; fix the value in params.yaml")
         for name, values in self.backbone_overrides.items():
-            if name not in BACKBONE_NAMES:
+            if name not in BACKBONES:
                 raise ParamsError(f"params [train_cf.backbone_overrides]: unknown backbone "
-                                  f"{name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+                                  f"{name!r}; choose one of {', '.join(BACKBONES)}")
             if not isinstance(values, dict):
                 raise ParamsError(f"params [train_cf.backbone_overrides.{name}]: expected a "
                                   f"mapping key -> value; fix the value in params.yaml")

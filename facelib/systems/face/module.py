@@ -27,6 +27,12 @@ the text stage's artefacts. A map checkpoint loads strictly into an align-stage 
 Control run ("same schedule, FACE losses off"): train with no regulariser at all (the
 same map/align schedule of the backbone at lr/10 with early stopping); FACE contributes
 nothing then, so there is no FACE switch for it.
+
+Alignment rows (``align_batch``): ``triples`` aligns the 3B rows of the BPR batch, as the
+reference; ``entities`` aligns a batch of distinct users and items per step, one pass over
+the aligned entities per epoch (:mod:`facelib.systems.face.entities`). Entities held out of
+the alignment never reach a loss; the validation ones give, at every evaluation, the
+descriptor-quality signal ``align_mrr`` (:meth:`FACE.validation_metrics`).
 """
 
 from __future__ import annotations
@@ -34,19 +40,23 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelib.models.base import Regularizer
 from facelib.systems.face.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
+from facelib.systems.face.entities import EntityBatches, EntitySplit
 from facelib.systems.face.projection import ConceptProjection, ReconstructionHead, concept_layers
-from facelib.systems.face.prompt import PromptBuilder, entity_kinds, word_inputs
+from facelib.systems.face.prompt import ITEM, USER, PromptBuilder, entity_kinds, word_inputs
 from facelib.systems.face.quantizer import Quantized, TokenQuantizer, greedy_assign
 
 if TYPE_CHECKING:
-    from facelib.models.base import BatchOutput
+    from facelib.models.base import Backbone, BatchOutput
 
 STAGES = ("map", "align")
+ALIGN_BATCHES = ("triples", "entities")
 REFERENCE_SWITCHES = (
     "reference_vq_weights",
     "reference_prompt_order",
@@ -89,6 +99,8 @@ class FACEConfig:
     dropout: float = 0.1
     decoder_same_init: bool = True
     align_entities: int | None = None
+    align_batch: str = "triples"
+    align_batch_size: int = 768
     reference_vq_weights: bool = False
     reference_prompt_order: bool = False
     encoder_dropout: bool = False
@@ -108,6 +120,12 @@ class FACEConfig:
             raise ValueError(f"FACEConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.stage not in STAGES:
             raise ValueError(f"FACEConfig.stage must be one of {STAGES}, got {self.stage!r}")
+        if self.align_batch not in ALIGN_BATCHES:
+            raise ValueError(f"FACEConfig.align_batch must be one of {ALIGN_BATCHES}, got "
+                             f"{self.align_batch!r}")
+        if self.align_batch_size < 2:
+            raise ValueError(f"FACEConfig.align_batch_size must be >= 2, got "
+                             f"{self.align_batch_size}")
         if self.align_entities is not None and self.align_entities < 2:
             raise ValueError(
                 f"FACEConfig.align_entities must be >= 2 or None (all rows), "
@@ -132,7 +150,7 @@ class FACEForward(NamedTuple):
     x_hat: Tensor  # [N, d] reconstruction
 
 
-class FACE(nn.Module):
+class FACE(Regularizer):
     """The FACE module: CF embeddings -> C distinct vocabulary words per entity.
 
     Args:
@@ -142,6 +160,10 @@ class FACE(nn.Module):
         encoder: the frozen text encoder (align stage; held, not registered).
         user_profiles: [n_users, d_s] profile embeddings of users (align stage).
         item_profiles: [n_items, d_s] profile embeddings of items (align stage).
+        entities: which users and items are aligned and which held out (align stage;
+            None: all aligned, no validation signal).
+
+    A map-stage FACE enters the align stage in place with :meth:`enter_align`.
     """
 
     text_encoder: TextEncoder | None
@@ -157,10 +179,11 @@ class FACE(nn.Module):
         encoder: TextEncoder | None = None,
         user_profiles: Tensor | None = None,
         item_profiles: Tensor | None = None,
+        entities: EntitySplit | None = None,
     ):
         super().__init__()
         cfg = config
-        self.config = cfg
+        self.config = cfg.with_stage("map")
         self.projection = ConceptProjection(emb_dim, cfg.word_num, cfg.word_dim, cfg.reference_init)
         self.concept_encoder, self.concept_decoder = concept_layers(
             cfg.word_dim, cfg.ffn_dim, cfg.dropout, cfg.decoder_same_init
@@ -174,26 +197,54 @@ class FACE(nn.Module):
         self.prompt: PromptBuilder | None = None
         self.register_buffer("user_profiles", None, persistent=False)
         self.register_buffer("item_profiles", None, persistent=False)
+        self.entities: EntitySplit | None = None
+        self.batches: EntityBatches | None = None
+        self.register_buffer("align_users", None, persistent=False)  # [U] bool: aligned
+        self.register_buffer("align_items", None, persistent=False)  # [I] bool
         if cfg.stage == "align":
             if encoder is None or user_profiles is None or item_profiles is None:
                 raise ValueError(
                     "stage 'align' needs encoder=, user_profiles= and item_profiles=: pass "
                     "the frozen text encoder and the profile embeddings"
                 )
-            token_dim = encoder.token_embeddings.shape[1]
-            if token_dim != codebook.shape[1]:
+            self.enter_align(encoder, user_profiles, item_profiles, entities)
+
+    def enter_align(self, encoder: TextEncoder, user_profiles: Tensor, item_profiles: Tensor,
+                    entities: EntitySplit | None = None) -> None:
+        """Switch to the align stage in place (parameters untouched): hold the frozen
+        encoder, the profile embeddings S [n, d_s] (L2-normalised here) and which entities
+        are aligned (``entities``; None: all)."""
+        cfg = self.config
+        codebook = self.quantizer.codebook_tokens
+        token_dim = encoder.token_embeddings.shape[1]
+        if token_dim != codebook.shape[1]:
+            raise ValueError(
+                f"codebook has {codebook.shape[1]}-d rows but the encoder's tokens are "
+                f"{token_dim}-d: build the codebook from this encoder's token embeddings"
+            )
+        for name, prof in (("user_profiles", user_profiles), ("item_profiles", item_profiles)):
+            if prof.ndim != 2 or prof.shape[1] != encoder.dim:
                 raise ValueError(
-                    f"codebook has {codebook.shape[1]}-d rows but the encoder's tokens are "
-                    f"{token_dim}-d: build the codebook from this encoder's token embeddings"
+                    f"{name} has shape {tuple(prof.shape)}, expected [n, {encoder.dim}]: "
+                    "encode the profiles with the same frozen encoder"
                 )
-            for name, prof in (("user_profiles", user_profiles), ("item_profiles", item_profiles)):
-                if prof.ndim != 2 or prof.shape[1] != encoder.dim:
-                    raise ValueError(
-                        f"{name} has shape {tuple(prof.shape)}, expected [n, {encoder.dim}]: "
-                        "encode the profiles with the same frozen encoder"
-                    )
-                setattr(self, name, F.normalize(prof.detach().float(), dim=-1))
-            self.prompt = PromptBuilder.from_encoder(encoder, cfg.word_num, cfg.prompt_noun)
+            setattr(self, name, F.normalize(prof.detach().float(), dim=-1).to(codebook.device))
+        object.__setattr__(self, "text_encoder", encoder)
+        self.prompt = PromptBuilder.from_encoder(encoder, cfg.word_num, cfg.prompt_noun).to(
+            codebook.device)
+        self.entities = entities
+        n_users, n_items = len(user_profiles), len(item_profiles)
+        aligned = {"user": np.ones(n_users, bool), "item": np.ones(n_items, bool)}
+        if entities is not None:
+            for kind, n in (("user", n_users), ("item", n_items)):
+                aligned[kind] = entities.part_of(kind, n) == "train"
+        self.align_users = torch.from_numpy(aligned["user"]).to(codebook.device)
+        self.align_items = torch.from_numpy(aligned["item"]).to(codebook.device)
+        self.batches = None
+        if cfg.align_batch == "entities":
+            self.batches = EntityBatches(np.flatnonzero(aligned["user"]),
+                                         np.flatnonzero(aligned["item"]), cfg.align_batch_size)
+        self.config = cfg.with_stage("align")
 
     def encode(self, x: Tensor) -> Tensor:
         """x [N, d] -> z_e = Enc(proj(x)) [N, C, D]."""
@@ -206,48 +257,112 @@ class FACE(nn.Module):
         x_hat = self.head(self.concept_decoder(q.z_q_st))
         return FACEForward(z_e, q, x_hat)
 
+    def on_epoch_start(self, model: Backbone, epoch: int,
+                       rng: np.random.Generator) -> int | None:
+        """Entity batches (align stage): draw the epoch's pass over the aligned entities and
+        ask for one step per batch."""
+        if self.config.stage == "align" and self.batches is not None:
+            return self.batches.start_epoch(rng)
+        return None
+
     def losses(
         self, out: BatchOutput, users: Tensor, pos: Tensor, neg: Tensor
     ) -> dict[str, Tensor]:
         """Weighted FACE losses for one backbone batch (the Regularizer protocol).
 
         Args:
-            out: the backbone's BatchOutput (``user_emb``, ``pos_emb``, ``neg_emb`` [B, d]).
+            out: the backbone's BatchOutput (``user_emb``, ``pos_emb``, ``neg_emb`` [B, d],
+                ``all_user_emb`` [U, d], ``all_item_emb`` [I, d]).
             users, pos, neg: [B] ids, used to look up the profile targets S.
 
-        Returns ``{"vq": vq_weight L_vq, "rec": recons_weight L_rec}`` plus
-        ``"align": align_weight L_align`` in the align stage.
+        Rows X: the block-ordered batch [users; pos; neg] [3B, d], or (align stage with
+        entity batches) the next batch of distinct entities [users; items] from the
+        propagated tables. Returns ``{"vq": vq_weight L_vq, "rec": recons_weight L_rec}``
+        plus ``"align": align_weight L_align`` in the align stage.
         """
         cfg = self.config
-        x = torch.cat([out.user_emb, out.pos_emb, out.neg_emb])  # [3B, d]
+        if cfg.stage == "align" and self.batches is not None:
+            assert out.all_user_emb is not None and out.all_item_emb is not None
+            u_ids, i_ids = self.batches.next(out.all_user_emb.device)
+            x = torch.cat([out.all_user_emb[u_ids], out.all_item_emb[i_ids]])  # [N, d]
+            kinds = torch.cat([torch.full_like(u_ids, USER), torch.full_like(i_ids, ITEM)])
+            ids = (u_ids, i_ids)
+        else:
+            x = torch.cat([out.user_emb, out.pos_emb, out.neg_emb])  # [3B, d]
+            kinds = entity_kinds(len(users), cfg.reference_prompt_order, x.device)  # [3B]
+            ids = (users, torch.cat([pos, neg]))
         fwd = self(x)
         losses = {
             "vq": cfg.vq_weight * self.quantizer.vq_loss(fwd.quantized),
             "rec": cfg.recons_weight * F.mse_loss(fwd.x_hat, x.detach()),
         }
         if cfg.stage == "align":
-            losses["align"] = cfg.align_weight * self.align_loss(fwd.quantized, users, pos, neg)
+            assert self.user_profiles is not None and self.item_profiles is not None
+            assert self.align_users is not None and self.align_items is not None
+            targets = torch.cat([self.user_profiles[ids[0]], self.item_profiles[ids[1]]])
+            keep = torch.cat([self.align_users[ids[0]], self.align_items[ids[1]]])  # aligned
+            losses["align"] = cfg.align_weight * self.align_loss(fwd.quantized, kinds, targets,
+                                                                 keep)
         return losses
 
-    def align_loss(self, q: Quantized, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        """Unweighted ``L_align`` of the block-ordered batch (optionally row-sampled)."""
+    def align_loss(self, q: Quantized, kinds: Tensor, targets: Tensor,
+                   keep: Tensor | None = None) -> Tensor:
+        """Unweighted ``L_align`` of N rows: q of the rows, ``kinds`` [N] USER/ITEM prompt
+        per row, ``targets`` S [N, d_s]; ``keep`` [N] bool drops held-out rows; the
+        ``align_entities`` bound then samples rows uniformly."""
         if self.prompt is None or self.text_encoder is None:
             raise RuntimeError("align_loss needs an align-stage FACE: build it with stage='align'")
-        cfg = self.config
-        n = q.indices.shape[0]
-        kinds = entity_kinds(n // 3, cfg.reference_prompt_order, q.indices.device)  # [3B]
-        targets = torch.cat(
-            [self.user_profiles[users], self.item_profiles[pos], self.item_profiles[neg]]
-        )  # S [3B, d_s]
         z_q_st, indices = q.z_q_st, q.indices
-        rows = sample_rows(n, cfg.align_entities, q.indices.device)
+        if keep is not None and not bool(keep.all()):
+            rows = torch.nonzero(keep).squeeze(1)
+            z_q_st, indices, kinds, targets = z_q_st[rows], indices[rows], kinds[rows], targets[rows]
+        if len(indices) < 2:  # no in-batch negative: nothing to contrast this step
+            return z_q_st.sum() * 0.0
+        rows = sample_rows(len(indices), self.config.align_entities, indices.device)
         if rows is not None:
             z_q_st, indices = z_q_st[rows], indices[rows]
             kinds, targets = kinds[rows], targets[rows]
-        words = word_inputs(self.quantizer, z_q_st, indices, cfg.pinv_words)  # [N, C, d_t]
+        words = word_inputs(self.quantizer, z_q_st, indices, self.config.pinv_words)  # [N, C, d_t]
         embeds, mask = self.prompt(words, kinds)  # [N, L, d_t], [N, L]
-        text = encode_prompts(self.text_encoder, embeds, mask, cfg.encoder_dropout)
-        return info_nce(text, targets, cfg.tau)
+        text = encode_prompts(self.text_encoder, embeds, mask, self.config.encoder_dropout)
+        return info_nce(text, targets, self.config.tau)
+
+    @torch.no_grad()
+    def validation_metrics(self, model: Backbone) -> dict[str, float]:
+        """Descriptor quality on the validation entities (align stage with held-out
+        entities; else nothing): each entity's descriptor sentence (exact words, encoder in
+        eval mode) ranks all profiles of its type; ``align_mrr_user`` / ``align_mrr_item``
+        are the mean reciprocal ranks of the own profile, ``align_mrr`` their mean, and
+        ``align_loss`` the unweighted InfoNCE among the validation rows."""
+        if self.config.stage != "align" or self.entities is None:
+            return {}
+        assert self.user_profiles is not None and self.item_profiles is not None
+        was_training = self.training
+        self.eval()
+        user_emb, item_emb = model.embeddings_for_eval()
+        out: dict[str, float] = {}
+        texts, targets = [], []
+        for kind, emb, ids, profiles in (
+                ("user", user_emb, self.entities.users["valid"], self.user_profiles),
+                ("item", item_emb, self.entities.items["valid"], self.item_profiles)):
+            if len(ids) == 0:
+                continue
+            idx = torch.from_numpy(ids).to(emb.device)
+            kinds = torch.full_like(idx, USER if kind == "user" else ITEM)
+            text = self.encode_descriptors(self.describe(emb[idx]), kinds)  # [n, d_s]
+            sims = text @ profiles.T                                         # [n, N_type]
+            own = sims[torch.arange(len(idx)), idx]
+            ranks = (sims > own[:, None]).sum(1) + 1
+            out[f"align_mrr_{kind}"] = float((1.0 / ranks.double()).mean())
+            texts.append(text)
+            targets.append(profiles[idx])
+        self.train(was_training)
+        if not out:
+            return {}
+        out["align_mrr"] = float(np.mean(list(out.values())))
+        out["align_loss"] = float(info_nce(torch.cat(texts), torch.cat(targets),
+                                           self.config.tau))
+        return out
 
     @torch.no_grad()
     def describe(self, x: Tensor, batch_size: int = 1024) -> Tensor:

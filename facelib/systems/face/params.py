@@ -1,0 +1,135 @@
+"""``params.yaml`` section ``face`` and where a FACE run reads and writes.
+
+Defaults are the paper's values (FACE's hyperparameters take theirs from
+:class:`FACEConfig`, written once there); ``params.yaml`` holds the study's profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facelib import paths
+from facelib.config import ParamsError, dataset_param, device_param, param, threads_param
+from facelib.models.registry import BACKBONES
+from facelib.systems.face.module import ALIGN_BATCHES, REFERENCE_SWITCHES, FACEConfig
+from facelib.train.stage import output_root, state_path
+
+_D = FACEConfig()
+ALIGN_SELECT = ("recall@20", "align_mrr")
+
+
+@dataclass(frozen=True)
+class FaceParams:
+    """``params.yaml`` section ``face`` (defaults: the paper's values, no CPU bounds)."""
+
+    dataset: str = dataset_param()
+    backbone: str = param("lightgcn", choices=BACKBONES, help="pretrained by train_cf")
+    seed: int = param(0, ge=0, help="seed of the pretrained run and of this stage")
+    word_num: int = param(_D.word_num, ge=1, help="C, descriptors per entity")
+    word_dim: int = param(_D.word_dim, ge=1, help="D, concept width")
+    ffn_dim: int = param(_D.ffn_dim, ge=1, help="feed-forward width of the concept layers")
+    dim: int = param(0, ge=0, help="backbone embedding size d expected (0: the checkpoint's)")
+    vq_weight: float = param(_D.vq_weight, ge=0.0, help="weight of L_vq")
+    recons_weight: float = param(_D.recons_weight, ge=0.0, help="weight of L_rec")
+    align_weight: float = param(_D.align_weight, ge=0.0, help="weight of L_align")
+    tau: float = param(_D.tau, gt=0.0, help="alignment InfoNCE temperature")
+    lr: float = param(1e-3, gt=0.0, help="FACE lr (no decay); backbone lr * base_lr_scale")
+    base_lr_scale: float = param(0.1, ge=0.0, help="backbone lr factor (reference: lr/10)")
+    map_max_epochs: int = param(3000, ge=1, help="map epoch cap")
+    align_max_epochs: int = param(3000, ge=1, help="align epoch cap")
+    patience: int = param(10, ge=1, help="evaluations without validation gain")
+    eval_every: int = param(1, ge=1, help="validate every this many epochs")
+    batch_size: int = param(256, ge=1, help="BPR triples per step (3B rows into FACE)")
+    align_batch: str = param(_D.align_batch, choices=ALIGN_BATCHES,
+                             help="align rows: triples (the reference) | entities (distinct)")
+    align_batch_size: int = param(_D.align_batch_size, ge=2,
+                                  help="entities per alignment batch (align_batch entities)")
+    align_select: str = param("recall@20", choices=ALIGN_SELECT,
+                              help="align stage stops on validation recall@20 (the reference) "
+                                   "or align_mrr (descriptor quality of held-out entities)")
+    align_holdout: float = param(0.0, ge=0.0, lt=0.5,
+                                 help="share of users and items held out of the alignment as "
+                                      "validation, and as many as test (0: none, the paper)")
+    map_steps_per_epoch: int = param(0, ge=0, help="bound: batches per map epoch (0: all)")
+    align_steps_per_epoch: int = param(0, ge=0, help="bound: batches per align epoch (0: all)")
+    align_entities: int = param(0, ge=0, help="bound: rows aligned per step (0: all)")
+    reference_vq_weights: bool = param(False, help="0.75/0.25 VQ weights (quirk 9.7)")
+    reference_prompt_order: bool = param(False, help="scrambled prompt types (quirk 9.2)")
+    encoder_dropout: bool = param(False, help="MiniLM in train mode (quirk 9.5)")
+    pinv_words: bool = param(False, help="pinv-projected words (quirk 9.4)")
+    reference_init: bool = param(False, help="cross-concept orthogonal W, N(0,1) b (9.6)")
+    control: bool = param(True, help="also train the control run (FACE losses off)")
+    tag: str = param("", name=True, help="variant name: non-empty writes under ablations/")
+    resume: bool = param(False, help="continue an interrupted run from its saved state")
+    device: str = device_param()
+    num_threads: int = threads_param()
+
+    def __post_init__(self) -> None:
+        if self.align_entities == 1:
+            raise ParamsError("params [face.align_entities]: 1 row leaves no negative; use 0 "
+                              "(all rows) or >= 2")
+        if self.align_select == "align_mrr" and self.align_holdout == 0:
+            raise ParamsError("params [face.align_select]: align_mrr needs held-out entities; "
+                              "set face.align_holdout > 0 (e.g. 0.1) or select recall@20")
+
+    def run_name(self) -> str:
+        return f"{self.backbone}-{self.seed}" + (f"-{self.tag}" if self.tag else "")
+
+    def group(self) -> str:
+        """Output tree: ``face`` for the study's runs, ``ablations`` for tagged variants."""
+        return "ablations" if self.tag else "face"
+
+    def face_config(self, prompt_noun: str) -> FACEConfig:
+        """The FACE module's configuration (map stage; the align stage is entered later)."""
+        return FACEConfig(
+            word_num=self.word_num, word_dim=self.word_dim, vq_weight=self.vq_weight,
+            recons_weight=self.recons_weight, align_weight=self.align_weight, tau=self.tau,
+            stage="map", prompt_noun=prompt_noun, ffn_dim=self.ffn_dim,
+            align_entities=self.align_entities or None, align_batch=self.align_batch,
+            align_batch_size=self.align_batch_size,
+            **{s: getattr(self, s) for s in REFERENCE_SWITCHES})
+
+    def bounds(self) -> dict[str, Any]:
+        """The budget in force (recorded in every metrics JSON)."""
+        keys = ("batch_size", "map_max_epochs", "align_max_epochs", "map_steps_per_epoch",
+                "align_steps_per_epoch", "align_entities", "align_batch", "align_batch_size",
+                "align_select", "align_holdout", "patience", "eval_every", "word_num",
+                "word_dim", "ffn_dim")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class FacePaths:
+    pretrained: Path
+    pretrained_metrics: Path
+    checkpoints: dict[str, Path]
+    metrics: Path
+    logs: dict[str, Path]
+    descriptors: dict[str, Path]
+    per_user: Path
+    state: dict[str, Path]
+
+
+def face_paths(p: FaceParams, publish: bool) -> FacePaths:
+    """Where the run reads and writes. Unpublished runs write under build/smoke/ and read
+    a smoke pretrained checkpoint when one exists, else the published one."""
+    root, name, group = output_root(publish), p.run_name(), p.group()
+    cf_name = f"{p.backbone}-{p.seed}"
+    cf = Path("checkpoints") / "cf" / p.dataset / f"{cf_name}.pt"
+    src = root if (root / cf).is_file() else paths.repo_root()
+    data = root / "data" / group / p.dataset
+    return FacePaths(
+        pretrained=src / cf,
+        pretrained_metrics=src / "reports" / "metrics" / "cf" / f"{cf_name}.json",
+        checkpoints={s: root / "checkpoints" / group / p.dataset / f"{name}-{s}.pt"
+                     for s in ("map", "align", "control")},
+        metrics=root / "reports" / "metrics" / group / f"{name}.json",
+        logs={r: root / "reports" / "logs" / group / f"{name}-{r}.csv"
+              for r in ("face", "control")},
+        descriptors={"align": data / f"descriptors-{name}.csv",
+                     "map": data / f"descriptors-{name}-map.csv"},
+        per_user=data / f"per_user-{name}.npz",
+        state={r: state_path(publish, group, p.dataset, f"{name}-{r}")
+               for r in ("face", "control")})

@@ -1,0 +1,18 @@
+"""FACE's rows of the results table: its control run, the map stage alone, and FACE
+(map + align), read from the face stage's metrics JSON and per-user arrays."""
+
+from __future__ import annotations
+
+from facelib.results.rows import System
+
+METRICS = "reports/metrics/face/{backbone}-{seed}.json"
+PER_USER = "data/face/{dataset}/per_user-{backbone}-{seed}.npz"
+
+ROWS = (
+    System("control", "Control (no FACE loss)", "the control run", METRICS, "control.test",
+           stage="face", required=False, per_user=(PER_USER, "control")),
+    System("face_map", "FACE map-only", "FACE map-only", METRICS, "face.map.test",
+           stage="face", per_user=(PER_USER, "map")),
+    System("face", "FACE (map + align)", "FACE", METRICS, "face.test", stage="face",
+           per_user=(PER_USER, "face")),
+)
