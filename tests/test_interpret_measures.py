@@ -249,3 +249,214 @@ def test_sentence_tokens_match_the_embedding_space_prompt():
     expected = [tok.cls_token_id, *piece(USER_PROMPT), *piece("drama"), *comma,
                 *piece("war"), *comma, *piece("comedy"), tok.sep_token_id]
     assert ids == expected
+
+
+# ----------------------------------------------------------------------------- item retrieval
+def _fixed_embed(table: dict[str, np.ndarray], calls: list[list[str]] | None = None):
+    """An ``embed`` that looks texts up in ``table`` (records each call)."""
+
+    def embed(texts: list[str]) -> np.ndarray:
+        if calls is not None:
+            calls.append(list(texts))
+        return np.stack([table[t] for t in texts]).astype(np.float32)
+
+    return embed
+
+
+def test_encoder_judge_picks_the_highest_cosine():
+    table = {"q0": np.array([1.0, 0.0, 0.0]), "q1": np.array([0.0, 1.0, 0.0]),
+             "a": np.array([10.0, 0.0, 1.0]),   # cos(q0, a) 0.995: large norm, not what counts
+             "b": np.array([0.6, 0.8, 0.0]),    # cos(q0, b) 0.6, cos(q1, b) 0.8
+             "c": np.array([0.1, 0.1, 0.0]),    # cos(q1, c) 0.707 despite the small norm
+             "d": np.array([0.0, 0.0, 1.0])}
+    from facelib.systems.face.interpret.items import EncoderJudge, ItemJudge
+
+    judge = EncoderJudge(_fixed_embed(table))
+    assert isinstance(judge, ItemJudge)
+    chosen = judge.choose(["q0", "q1"], [["d", "b", "a"], ["c", "d", "b"]])
+    assert chosen.tolist() == [2, 2]
+    assert judge.choose(["q1"], [["a", "c", "d"]]).tolist() == [1]  # 0.707 beats 0.0995
+    with pytest.raises(ValueError, match="same number"):
+        judge.choose(["q0", "q1"], [["a", "b"], ["a"]])
+
+
+def test_encoder_judge_embeds_each_candidate_text_once():
+    from facelib.systems.face.interpret.items import EncoderJudge
+
+    rng = np.random.default_rng(0)
+    table = {t: rng.standard_normal(4) for t in ["q0", "q1", "a", "b", "c"]}
+    calls: list[list[str]] = []
+    EncoderJudge(_fixed_embed(table, calls)).choose(["q0", "q1"], [["a", "b", "c"],
+                                                                   ["c", "a", "b"]])
+    assert calls[0] == ["q0", "q1"] and sorted(calls[1]) == ["a", "b", "c"]
+
+
+def test_random_judge_scores_chance():
+    """Random embeddings: accuracy near 1/N (2,000 questions, seeded)."""
+    from facelib.systems.face.interpret.items import EncoderJudge, candidate_sets, retrieval_accuracy
+
+    rng = np.random.default_rng(1)
+    n_items, n = 500, 10
+    table = {f"t{i}": rng.standard_normal(16) for i in range(n_items)}
+    table.update({f"q{i}": rng.standard_normal(16) for i in range(n_items)})
+    items = rng.integers(0, n_items, size=2000)
+    cands, truth = candidate_sets(items, n_items, n, np.random.default_rng(2))
+    chosen = EncoderJudge(_fixed_embed(table)).choose(
+        [f"q{i}" for i in items], [[f"t{j}" for j in row] for row in cands])
+    assert abs(retrieval_accuracy(chosen, truth) - 1 / n) < 0.03
+    aligned = EncoderJudge(_fixed_embed({**table, **{f"q{i}": table[f"t{i}"]
+                                                     for i in range(n_items)}}))
+    chosen = aligned.choose([f"q{i}" for i in items], [[f"t{j}" for j in row] for row in cands])
+    assert retrieval_accuracy(chosen, truth) == 1.0  # the query is the item's own text
+
+
+def test_candidate_sets_distinct_seeded_true_item_once():
+    from facelib.systems.face.interpret.items import candidate_sets
+
+    items = np.array([0, 7, 19, 19, 3])
+    cands, truth = candidate_sets(items, 20, 20, np.random.default_rng(5))  # N = all items
+    assert cands.shape == (5, 20)
+    for row, pos, item in zip(cands, truth, items, strict=True):
+        assert sorted(row.tolist()) == list(range(20))  # distinct, all items
+        assert row[pos] == item and (row == item).sum() == 1
+    cands, truth = candidate_sets(items, 20, 6, np.random.default_rng(5))
+    assert all(len(set(r)) == 6 and (r == i).sum() == 1 and r[p] == i
+               for r, p, i in zip(cands, truth, items, strict=True))
+    again = candidate_sets(items, 20, 6, np.random.default_rng(5))
+    assert np.array_equal(cands, again[0]) and np.array_equal(truth, again[1])
+    with pytest.raises(InterpretError, match="retrieval_candidates"):
+        candidate_sets(items, 20, 21, np.random.default_rng(0))
+
+
+def test_chance_values():
+    from facelib.systems.face.interpret.items import generation_chance, retrieval_chance
+
+    assert retrieval_chance([10, 20, 40, 60]) == pytest.approx(
+        {"acc@10": 0.1, "acc@20": 0.05, "acc@40": 0.025, "acc@60": 1 / 60})
+    c = generation_chance(100)
+    assert c["hit@10"] == pytest.approx(0.1)
+    assert c["mrr"] == pytest.approx(sum(1 / r for r in range(1, 101)) / 100)
+    assert generation_chance(4)["hit@10"] == 1.0
+
+
+def test_item_texts_title_year_genres_or_profile():
+    from facelib.systems.face.interpret.items import item_texts
+
+    items = pd.DataFrame({"title": ["Heat", "Up"], "year": [1995, None],
+                          "genres": ["Action|Crime", "(no genres listed)"]})
+    texts, source = item_texts(items, ["p0", "p1"])
+    assert texts == ["Heat (1995); Action, Crime", "Up"] and source == "title (year); genres"
+    assert item_texts(pd.DataFrame({"raw_id": [1, 2]}), ["p0", "p1"]) == (["p0", "p1"],
+                                                                         "profile")
+
+
+def test_item_retrieval_asks_every_variant_the_same_questions():
+    """The study loop: every (backbone, seed, variant) is judged on the same candidates
+    (a set shared by runs is judged once), and the accuracy is the judge's."""
+    from facelib.data import build_dataset, make_synthetic
+    from facelib.systems.face.interpret.descriptors import VARIANTS
+    from facelib.systems.face.interpret.inputs import StudyInputs
+    from facelib.systems.face.interpret.params import InterpretParams
+    from facelib.systems.face.interpret.studies import item_candidates, item_retrieval_records
+
+    ds = build_dataset("synthetic", make_synthetic(30, 25, ratings_per_user=5, seed=0), 4.0, 0)
+    words = np.array([f"w{i}" for i in range(12)])
+    rng = np.random.default_rng(0)
+
+    def dset() -> dict[str, np.ndarray]:
+        return {k: np.stack([rng.choice(12, 3, replace=False) for _ in range(n)])
+                for k, n in (("user", ds.n_users), ("item", ds.n_items))}
+
+    p = InterpretParams(dataset="synthetic", backbones=["lightgcn", "mf"], seeds=[0, 1],
+                        retrieval_candidates=[5, 10])
+    nearest = dset()  # one for every run, as in the stage; random: one per seed
+    shared = {"random": {s: dset() for s in p.seeds}, "nearest": dict.fromkeys(p.seeds, nearest)}
+    sets = {(b, s, v): (shared[v][s] if v in shared else dset())
+            for b in p.backbones for s in p.seeds for v in VARIANTS}
+    sample = {"user": np.arange(ds.n_users), "item": np.sort(rng.choice(ds.n_items, 12, False))}
+    inp = StudyInputs(ds=ds, art=None, words=words, sets=sets, sample=sample, root=None)
+
+    class FirstJudge:
+        name = "first candidate"
+
+        def __init__(self) -> None:
+            self.asked: list[tuple[list[str], list[list[str]]]] = []
+
+        def choose(self, descriptor_texts, candidate_texts):
+            self.asked.append((list(descriptor_texts), [list(r) for r in candidate_texts]))
+            return np.zeros(len(descriptor_texts), dtype=np.int64)
+
+    judge = FirstJudge()
+    texts = [f"item {i}" for i in range(ds.n_items)]
+    recs = item_retrieval_records(inp, p, judge, texts)
+    distinct_sets = 2 * 2 * 2 + 2 + 1  # face, map per (b, s); random per seed; nearest
+    assert len(judge.asked) == distinct_sets * 2  # two N each
+    for n in (5, 10):
+        rows = [c for _, c in judge.asked if len(c[0]) == n]
+        assert len(rows) == distinct_sets and all(r == rows[0] for r in rows)
+        assert all(len(set(r)) == n for r in rows[0])
+    questions = item_candidates(inp, p)
+    assert all(np.array_equal(q[0], item_candidates(inp, p)[n][0]) for n, q in questions.items())
+    assert {(r.backbone, r.run, r.variant) for r in recs} == {
+        (b, str(s), v) for b in p.backbones for s in p.seeds for v in VARIANTS}
+    for r in recs:
+        n = int(r.metric.split("@")[1])
+        assert r.value == pytest.approx(np.mean(questions[n][1] == 0))
+
+
+# ----------------------------------------------------------------------------- item generation
+def _tiny_face(c: int = 2, v: int = 8, d: int = 8):
+    import torch
+
+    from facelib.systems.face.module import FACE, FACEConfig
+
+    torch.manual_seed(0)
+    cfg = FACEConfig(word_num=c, word_dim=v, ffn_dim=16)
+    return FACE(cfg, d, torch.eye(v))
+
+
+def test_decode_words_is_the_decoder_half_in_eval_mode():
+    import torch
+
+    face = _tiny_face()
+    face.train()
+    k = torch.tensor([[0, 3], [5, 1], [2, 7]])
+    x_hat = face.decode_words(k)
+    assert x_hat.shape == (3, 8) and face.training  # mode restored
+    face.eval()
+    with torch.no_grad():
+        expected = face.head(face.concept_decoder(face.quantizer.codebook()[k]))
+    assert torch.allclose(x_hat, expected)
+    assert torch.allclose(face.decode_words(k), x_hat)  # no dropout: deterministic
+    assert torch.allclose(face.decode_words(k, batch_size=1), x_hat, atol=1e-6)
+    with pytest.raises(ValueError, match=r"word indices \[N, 2\]"):
+        face.decode_words(torch.tensor([[0, 1, 2]]))
+
+
+def test_generation_mrr_one_when_words_decode_to_the_item():
+    """A decoder that maps each item's words to its own embedding: every item ranks first
+    (MRR 1); swapped words rank lower."""
+    import torch
+    from torch import nn
+
+    from facelib.systems.face.interpret.items import generation_metrics
+
+    face = _tiny_face(c=2, v=8, d=8)
+    with torch.no_grad():  # codebook = E_vocab = I, Enc_2 = identity, head sums the one-hots
+        face.quantizer.mapping.weight.copy_(torch.eye(8))
+        face.quantizer.mapping.bias.zero_()
+        face.concept_decoder = nn.Identity()
+        face.head.linear.weight.copy_(torch.cat([torch.eye(8), torch.eye(8)], dim=1))
+        face.head.linear.bias.zero_()
+    words = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])  # item i: words 2i, 2i+1
+    item_emb = torch.zeros(4, 8)
+    item_emb[torch.arange(4).repeat_interleave(2), words.ravel()] = 1.0
+    items = np.array([2, 0, 3])
+    x_hat = face.decode_words(words[items]).numpy()
+    assert np.allclose(x_hat, item_emb[items].numpy())
+    m = generation_metrics(x_hat, item_emb.numpy(), items)
+    assert m["mrr"] == 1.0 and m["hit@10"] == 1.0 and m["median_rank"] == 1.0
+    wrong = face.decode_words(words[[0, 1, 2]]).numpy()  # every item gets another's words
+    m = generation_metrics(wrong, item_emb.numpy(), items)
+    assert m["mrr"] < 1.0
+    assert m["mrr"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 4) / 3)  # ties count against

@@ -1,6 +1,7 @@
-"""The interpret stage's outputs and plumbing: the explorer page (data embedded, parses,
-script valid), the metrics tree and the sentences written from it, parameters, the
-pipeline registration and the one-line error for missing descriptors."""
+"""The interpret stage's outputs and plumbing: a whole stage run on a tiny synthetic FACE
+run (metrics keys, item retrieval and generation, figures), the explorer page (data
+embedded, parses, script valid), the metrics tree and the sentences written from it,
+parameters, the pipeline registration and the one-line error for missing descriptors."""
 
 from __future__ import annotations
 
@@ -22,6 +23,125 @@ from facelib.systems.face.interpret.params import input_root
 from facelib.systems.face.interpret.summary import Record, aggregate, records_for
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- stage run
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory):
+    """A throw-away root with a 60 x 40 synthetic dataset, text artifacts, a pretrained
+    LightGCN and one tiny face run (as in test_face_stage); then the interpret stage."""
+    import torch
+
+    from conftest_text import _encoder
+    from facelib import paths
+    from facelib.data import save_dataset
+    from facelib.systems.face.interpret import run_interpret
+    from facelib.systems.face.stage import FaceParams, run_face
+    from facelib.text import FrozenEncoder
+    from facelib.train import TrainCFParams, run_train_cf
+    from test_face_stage import TINY, write_text_artifacts
+
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("root")
+    mp.setenv("FACELIB_ROOT", str(root))
+    encoder = _encoder()
+    mp.setattr(FrozenEncoder, "load", classmethod(lambda cls, device="cpu": encoder))
+    threads = torch.get_num_threads()
+    try:
+        ds = build_dataset("synthetic", make_synthetic(60, 40, ratings_per_user=15, seed=1),
+                           4.0, 0)
+        save_dataset(ds, paths.processed_dir("synthetic"))
+        write_text_artifacts(ds, encoder, paths.text_dir("synthetic"))
+        run_train_cf(build(TrainCFParams, {"dataset": "synthetic", "backbone": "lightgcn",
+                                           "dim": 16, "layers": 2, "lr": 0.01, "batch_size": 64,
+                                           "max_epochs": 3, "device": "cpu", "num_threads": 1},
+                           "train_cf"), publish=False)
+        run_face(build(FaceParams, {**TINY, "control": False}, "face"), publish=False)
+        p = build(InterpretParams, {"dataset": "synthetic", "backbones": ["lightgcn"],
+                                    "seeds": [0], "max_entities": 30,
+                                    "retrieval_candidates": [20, 10], "tsne_items": 0,
+                                    "case_studies": 2, "num_threads": 1}, "interpret")
+        result = run_interpret(p)
+        yield {"root": root, "ds": ds, "p": p, "result": result}
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+
+
+def test_stage_metrics_hold_item_retrieval_and_generation(stage_run):
+    from facelib.systems.face.interpret.descriptors import VARIANTS
+
+    result, p, ds = stage_run["result"], stage_run["p"], stage_run["ds"]
+    saved = json.loads(result.paths.metrics.read_text())
+    assert stage_run["root"] / "build" / "smoke" in result.paths.metrics.parents
+    for m in (result.metrics, saved):
+        for v in VARIANTS:
+            ret = m["item_retrieval"]["lightgcn"][v]["item"]
+            assert set(ret) == {"acc@10", "acc@20"}
+            assert all(0.0 <= ret[k]["mean"] <= 1.0 and set(ret[k]["runs"]) == {"0"}
+                       for k in ret)
+            gen = m["item_generation"]["lightgcn"][v]["item"]
+            assert set(gen) == {"hit@10", "mrr", "median_rank"}
+            assert 1 / ds.n_items <= gen["mrr"]["mean"] <= 1.0
+            assert 1 <= gen["median_rank"]["mean"] <= ds.n_items
+        assert m["chance"]["item_retrieval"] == pytest.approx({"acc@10": 0.1, "acc@20": 0.05})
+        assert m["chance"]["item_generation"]["hit@10"] == pytest.approx(10 / ds.n_items)
+        info = m["item_retrieval_info"]
+        assert info["judge"].startswith("frozen encoder") and info["candidates"] == [10, 20]
+        assert info["sampled_items"] == 30 and info["candidate_text"] == "title (year); genres"
+        assert 0 < info["texts_encoded"] <= ds.n_items  # each candidate text at most once
+        gen_info = m["item_generation_info"]
+        assert gen_info["sampled_items"] == 30 and gen_info["items_ranked"] == ds.n_items
+        assert gen_info["decoder_checkpoint"]["map"] == "map"
+        assert "item_retrieval" in m["seconds"] and "item_generation" in m["seconds"]
+    text = "\n".join(result.metrics["verdicts"])
+    assert "Item retrieval among 10 candidates by frozen encoder" in text
+    assert "FACE item-retrieval accuracy by number of candidates, lightgcn: N=10" in text
+    assert "Item generation through FACE's decoder, true item among 40 items (MRR" in text
+    assert result.paths.figures["items"].is_file()
+
+
+def test_stage_item_generation_is_the_decoders(stage_run):
+    """The FACE variant's item generation equals decoding the descriptor file's words with
+    the align checkpoint's FACE and ranking by its own item embeddings."""
+    import torch
+
+    from facelib.systems.face.interpret.descriptors import sample_ids
+    from facelib.systems.face.interpret.items import generation_metrics
+    from facelib.systems.face.interpret.params import checkpoint_path, descriptor_path
+    from facelib.systems.face.stage import load_face_checkpoint
+
+    root, ds, result = stage_run["root"] / "build" / "smoke", stage_run["ds"], stage_run["result"]
+    vocab = pd.read_csv(stage_run["root"] / "data" / "text" / "synthetic" / "vocabulary.csv")
+    codebook = torch.from_numpy(np.load(stage_run["root"] / "data" / "text" / "synthetic"
+                                        / "codebook.npy"))
+    backbone, face = load_face_checkpoint(checkpoint_path(root, "synthetic", "lightgcn", 0),
+                                          ds, codebook)
+    table = pd.read_csv(descriptor_path(root, "synthetic", "lightgcn", 0, "face"))
+    row = {w: i for i, w in enumerate(vocab["word"].astype(str))}
+    items = table[table["entity"] == "item"].sort_values(["entity_id", "concept"])
+    idx = items["word"].map(row).to_numpy().reshape(ds.n_items, -1)
+    rng = np.random.default_rng(0)  # the stage's sample: users first, then items
+    sample_ids(ds.n_users, 30, rng)
+    sample = sample_ids(ds.n_items, 30, rng)
+    with torch.no_grad():
+        item_emb = backbone.embeddings_for_eval()[1].numpy()
+    expected = generation_metrics(face.decode_words(torch.from_numpy(idx[sample])).numpy(),
+                                  item_emb, sample)
+    got = result.metrics["item_generation"]["lightgcn"]["face"]["item"]
+    assert got["mrr"]["mean"] == pytest.approx(expected["mrr"])
+    assert got["hit@10"]["mean"] == pytest.approx(expected["hit@10"])
+
+
+def test_retrieval_candidates_beyond_the_items_is_a_one_line_error(stage_run, monkeypatch):
+    from facelib.systems.face.interpret import run_interpret
+
+    monkeypatch.setenv("FACELIB_ROOT", str(stage_run["root"]))
+    p = build(InterpretParams, {"dataset": "synthetic", "backbones": ["lightgcn"],
+                                "seeds": [0], "retrieval_candidates": [10, 60]}, "interpret")
+    with pytest.raises(InterpretError, match=r"\[60\] exceed the 40 items") as exc:
+        run_interpret(p)
+    assert "\n" not in str(exc.value)
 
 
 class _Scripts(HTMLParser):
@@ -139,6 +259,32 @@ def test_verdicts_follow_the_numbers():
     assert "does not beat map-only" in s and "below random words" in s
 
 
+def test_item_verdicts_follow_the_numbers():
+    recs: list[Record] = []
+    for s in range(2):
+        for var, acc, mrr in (("face", (0.3, 0.5), (0.2, 0.4)), ("map", (0.1, 0.1), (0.3, 0.3)),
+                              ("random", (0.1, 0.1), (0.01, 0.01)),
+                              ("nearest", (0.6, 0.6), (0.05, 0.05))):
+            recs += records_for("item_retrieval", "lightgcn", var, "item", s,
+                                {"acc@10": acc[s], "acc@20": acc[s] / 2})
+            recs += records_for("item_generation", "lightgcn", var, "item", s,
+                                {"mrr": mrr[s], "hit@10": mrr[s]})
+    m = {"backbones": ["lightgcn"], **aggregate(recs),
+         "chance": {"item_retrieval": {"acc@20": 0.05, "acc@10": 0.1},
+                    "item_generation": {"mrr": 0.002, "hit@10": 0.003}},
+         "item_retrieval_info": {"judge": "judge X"},
+         "item_generation_info": {"items_ranked": 3706}}
+    ret, by_n, mrr, hit = verdicts(m)
+    assert ret.startswith("Item retrieval among 10 candidates by judge X (accuracy, chance "
+                          "0.100), lightgcn: FACE 0.400; beats map-only 0.100 (higher on 2 of "
+                          "2 seeds)") and "covers 60% of the way" in ret
+    assert by_n == ("FACE item-retrieval accuracy by number of candidates, lightgcn: "
+                    "N=10 0.400 (4.0x chance), N=20 0.200 (4.0x chance).")
+    assert "true item among 3,706 items (MRR, chance 0.0020)" in mrr
+    assert "is higher on average than map-only 0.300 (higher on 1 of 2 seeds)" in mrr
+    assert "Nearest words through the same decoder: 0.050" in mrr and "hit@10" in hit
+
+
 # ----------------------------------------------------------------------------- params, errors
 def test_params_validation():
     p = build(InterpretParams, {"backbones": ["mf"], "seeds": [1, 2]}, "interpret")
@@ -151,6 +297,11 @@ def test_params_validation():
         build(InterpretParams, {"seeds": [0, 0]}, "interpret")
     with pytest.raises(ParamsError, match=r"interpret.synonym_threshold"):
         build(InterpretParams, {"synonym_threshold": 1.5}, "interpret")
+    assert p.retrieval_candidates == [10, 20, 40, 60]
+    with pytest.raises(ParamsError, match=r"interpret.retrieval_candidates"):
+        build(InterpretParams, {"retrieval_candidates": [1, 10]}, "interpret")
+    with pytest.raises(ParamsError, match=r"interpret.retrieval_candidates.*repeats"):
+        build(InterpretParams, {"retrieval_candidates": [10, 10]}, "interpret")
 
 
 def test_registered_in_the_pipeline():
@@ -209,3 +360,27 @@ def test_explorer_renders_and_filters_in_chromium(page):
     filtered = dom(f"#kind=items&q={word}")
     assert f"{expected} items · page 1 of 1" in filtered
     assert filtered.count('<td class="id">') == expected
+
+
+def test_missing_map_checkpoint_is_a_one_line_error_before_the_encoder(stage_run, monkeypatch):
+    from facelib.systems.face.interpret import run_interpret
+    from facelib.systems.face.interpret.params import checkpoint_path
+    from facelib.text import FrozenEncoder
+
+    monkeypatch.setenv("FACELIB_ROOT", str(stage_run["root"]))
+    path = checkpoint_path(stage_run["root"] / "build" / "smoke", "synthetic", "lightgcn", 0,
+                           "map")
+    moved = path.with_suffix(".moved")
+    path.rename(moved)
+
+    def no_encoder(cls, device="cpu"):
+        raise AssertionError("the encoder was loaded before the inputs were checked")
+
+    monkeypatch.setattr(FrozenEncoder, "load", classmethod(no_encoder))
+    try:
+        p = build(InterpretParams, {"dataset": "synthetic", "backbones": ["lightgcn"],
+                                    "seeds": [0], "retrieval_candidates": [10]}, "interpret")
+        with pytest.raises(InterpretError, match="no FACE map checkpoint at .*dvc repro face"):
+            run_interpret(p)
+    finally:
+        moved.rename(path)

@@ -395,3 +395,35 @@ class FACE(Regularizer):
         words = self.quantizer.codebook_tokens[indices]
         embeds, mask = self.prompt(words, kinds)
         return encode_prompts(self.text_encoder, embeds, mask, dropout=False)
+
+    @torch.no_grad()
+    def decode_words(self, indices: Tensor, batch_size: int = 1024) -> Tensor:
+        """Decode given words back to the CF space: indices [N, C] -> x_hat [N, d].
+
+        The decoder half of :meth:`forward` fed with chosen words instead of encoded
+        concepts::
+
+            z     = E_hat[k]                      [N, C, D]   E_hat = quantizer.codebook()
+            x_hat = head(Enc_2(z))                [N, d]
+
+        For an entity's own descriptors (``k = describe(x)``) this is the eval-mode
+        reconstruction of x (z_q_st equals z_q in value). Word j fills concept slot j, so
+        the order of the C words matters. Eval mode (no dropout), no gradient, in chunks
+        of ``batch_size`` rows.
+        """
+        c = self.config.word_num
+        if indices.ndim != 2 or indices.shape[1] != c:
+            raise ValueError(
+                f"decode_words needs word indices [N, {c}], got shape {tuple(indices.shape)}: "
+                f"pass C={c} vocabulary indices per entity"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            codebook = self.quantizer.codebook()  # [V, D]
+            indices = indices.to(codebook.device, torch.long)
+            return torch.cat(
+                [self.head(self.concept_decoder(codebook[k])) for k in indices.split(batch_size)]
+            )
+        finally:
+            self.train(was_training)

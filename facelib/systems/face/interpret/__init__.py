@@ -10,6 +10,9 @@ random vocabulary words, and the nearest words to the entity's profile (a refere
 ``usage``          codebook usage (distinct words, entropy, per-concept diversity) and
                    stability across seeds (Jaccard)
 ``cases``          case-study tables and a t-SNE map of item embeddings
+``items``          item retrieval (a judge picks the true item among N candidates from
+                   its descriptors; default judge: the frozen encoder, not an LLM) and
+                   item generation (FACE's decoder ranks the true item among all items)
 ``explorer``       one self-contained HTML page with every user's and item's descriptors
 =================  =====================================================================
 
@@ -17,9 +20,10 @@ random vocabulary words, and the nearest words to the entity's profile (a refere
 sentences. Importing this package loads no model and reads no file.
 """
 
+from facelib.systems.face.interpret.items import EncoderJudge, ItemJudge
 from facelib.systems.face.interpret.params import InterpretError, InterpretParams
 from facelib.systems.face.interpret.stage import InterpretResult, prepare_smoke_descriptors, run_interpret
 from facelib.systems.face.interpret.summary import study_table, verdicts
 
-__all__ = ["InterpretError", "InterpretParams", "InterpretResult", "prepare_smoke_descriptors",
-           "run_interpret", "study_table", "verdicts"]
+__all__ = ["EncoderJudge", "InterpretError", "InterpretParams", "InterpretResult", "ItemJudge",
+           "prepare_smoke_descriptors", "run_interpret", "study_table", "verdicts"]

@@ -102,7 +102,9 @@ def add_references(inp: StudyInputs, p: InterpretParams, word_emb: np.ndarray) -
 
 @dataclass
 class SentenceEmbeddings:
-    """Encoded descriptor sentences of the sampled entities, cached per descriptor set."""
+    """Encoded descriptor sentences of the sampled entities, cached per descriptor set;
+    every text encoded in the run is also remembered by its string, so :meth:`encode`
+    (the item-retrieval judge's encoder) never encodes a text twice."""
 
     encoder: Any  # FrozenEncoder
     words: np.ndarray
@@ -112,6 +114,7 @@ class SentenceEmbeddings:
     progress: bool = False
     sentences_encoded: int = 0
     _cache: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    _rows: dict[str, np.ndarray] = field(default_factory=dict)  # text -> row view
 
     def __call__(self, d: Descriptors, kind: str) -> np.ndarray:
         """[len(sample[kind]), 384] unit-norm embeddings of the descriptor sentences."""
@@ -120,5 +123,18 @@ class SentenceEmbeddings:
             texts = descriptor_sentences(self.words, d[kind][self.sample[kind]], kind, self.noun)
             self._cache[key] = self.encoder.encode_texts(texts, self.batch_size,
                                                          progress=self.progress)
+            self._rows.update(zip(texts, self._cache[key], strict=True))
             self.sentences_encoded += len(texts)
         return self._cache[key]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """[len(texts), 384] unit-norm embeddings of any texts; only the texts not seen
+        before in this run go through the encoder (once each, in one pass)."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._rows))
+        if new:
+            out = self.encoder.encode_texts(new, self.batch_size, progress=self.progress)
+            self._rows.update(zip(new, out, strict=True))
+            self.sentences_encoded += len(new)
+        if not texts:
+            return np.empty((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([self._rows[t] for t in texts])

@@ -5,7 +5,8 @@ set when there is one, see :func:`input_root`)::
 
     data/face/<dataset>/descriptors-<backbone>-<seed>.csv       FACE, after align
     data/face/<dataset>/descriptors-<backbone>-<seed>-map.csv   map stage only
-    checkpoints/face/<dataset>/<backbone>-<seed>-align.pt        for the t-SNE map
+    checkpoints/face/<dataset>/<backbone>-<seed>-align.pt        t-SNE map, item generation
+    checkpoints/face/<dataset>/<backbone>-<seed>-map.pt          item generation (map-only)
 
 Outputs (``publish=True``; otherwise the same tree under ``build/smoke/``)::
 
@@ -26,7 +27,7 @@ from facelib.data.errors import DataError
 from facelib.device import DEVICES
 
 BACKBONES = ("mf", "lightgcn", "simgcl")
-FIGURES = ("studies", "usage", "tsne")
+FIGURES = ("studies", "usage", "tsne", "items")
 
 
 class InterpretError(DataError):
@@ -43,6 +44,9 @@ class InterpretParams:
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of the face runs")
     max_entities: int = param(300, ge=0, help="users and items sampled per type for the "
                                               "encoder-based studies (0: all)")
+    retrieval_candidates: list[int] = param(
+        [10, 20, 40, 60], ge=2, help="candidates N per item-retrieval question: the true "
+                                     "item and N-1 others drawn at random")
     synonym_threshold: float = param(0.7, gt=0.0, le=1.0,
                                      help="word-sentence cosine counted as a near synonym")
     tsne_items: int = param(2000, ge=0, help="items on the t-SNE map (0: all)")
@@ -57,7 +61,7 @@ class InterpretParams:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
             raise ParamsError(f"params [interpret.dataset]: {self.dataset!r} is not a dataset "
                               f"name; use the folder name under data/processed (e.g. ml-1m)")
-        for key in ("backbones", "seeds"):
+        for key in ("backbones", "seeds", "retrieval_candidates"):
             values = list(getattr(self, key))
             if not values:
                 raise ParamsError(f"params [interpret.{key}]: the list is empty; name at "

@@ -2,10 +2,13 @@
 JSON, the figures, the case studies and the descriptor explorer.
 
 Cost: the frozen encoder runs over the vocabulary once (each word alone), over the
-profile words outside it, and over one descriptor sentence per sampled entity for each
+profile words outside it, over one descriptor sentence per sampled entity for each
 distinct descriptor set ((FACE + map-only) x backbones x seeds, random x seeds, nearest
-once). ``max_entities`` bounds the sample per entity type; the metrics record the bound,
-the number of sentences encoded and the seconds per part.
+once), and over the candidate text of each item that is a candidate in item retrieval
+(once per item; the descriptor sentences are reused). Item generation loads the map and
+align checkpoints of every run and decodes the sampled items' words (no encoder).
+``max_entities`` bounds the sample per entity type; the metrics record the bound, the
+number of sentences encoded and the seconds per part.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from facelib.systems.face.interpret.cases import (
 )
 from facelib.systems.face.interpret.descriptors import KINDS, LABELS, join_words
 from facelib.systems.face.interpret.explorer import explorer_payload, write_explorer
-from facelib.systems.face.interpret.figures import plot_studies, plot_usage
+from facelib.systems.face.interpret.figures import plot_items, plot_studies, plot_usage
 from facelib.systems.face.interpret.inputs import SentenceEmbeddings, StudyInputs, add_references, load_inputs
 from facelib.systems.face.interpret.params import (
     InterpretError,
@@ -42,9 +45,20 @@ from facelib.systems.face.interpret.params import (
     input_root,
     interpret_paths,
 )
+from facelib.systems.face.interpret.items import (
+    EncoderJudge,
+    ItemJudge,
+    generation_chance,
+    item_texts,
+    retrieval_chance,
+)
 from facelib.systems.face.interpret.retrieval import chance_metrics
 from facelib.systems.face.interpret.studies import (
+    DECODER_STAGE,
+    check_checkpoints,
     genre_records,
+    item_generation_records,
+    item_retrieval_records,
     keyword_records,
     retrieval_records,
     stability_records,
@@ -118,16 +132,19 @@ def _explorer(inp: StudyInputs, p: InterpretParams, ip: InterpretPaths) -> None:
     write_explorer(payload, ip.explorer)
 
 
-def run_interpret(p: InterpretParams, progress: bool = False,
-                  publish: bool = False) -> InterpretResult:
+def run_interpret(p: InterpretParams, progress: bool = False, publish: bool = False,
+                  judge: ItemJudge | None = None) -> InterpretResult:
     """Run every study; write the metrics JSON, figures and explorer (``publish``: under the
     repository, else ``build/smoke/``); return them for the notebook.
+
+    ``judge`` answers the item-retrieval questions (study 6); None: :class:`EncoderJudge`,
+    the frozen sentence encoder by cosine (not a generative LLM). Its ``name`` is recorded.
 
     ``p.num_threads`` > 0 caps torch's threads and, for the run, the OpenMP/BLAS pools of
     NumPy and scikit-learn (t-SNE): on a machine shared with other jobs one thread is
     often faster than two that wait on each other."""
     with cpu_threads(p.num_threads):
-        return _run(p, progress, publish)
+        return _run(p, progress, publish, judge)
 
 
 @contextmanager
@@ -148,7 +165,8 @@ def cpu_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run(p: InterpretParams, progress: bool, publish: bool) -> InterpretResult:
+def _run(p: InterpretParams, progress: bool, publish: bool,
+         judge: ItemJudge | None) -> InterpretResult:
     from facelib.io import write_json
     from facelib.text import FrozenEncoder
 
@@ -162,6 +180,12 @@ def _run(p: InterpretParams, progress: bool, publish: bool) -> InterpretResult:
 
     ip = interpret_paths(publish)
     inp = load_inputs(p, input_root(p, publish))
+    too_many = [n for n in p.retrieval_candidates if n > inp.ds.n_items]
+    if too_many:
+        raise InterpretError(f"params [interpret.retrieval_candidates]: {too_many} exceed the "
+                             f"{inp.ds.n_items} items of {p.dataset}; list values <= "
+                             f"{inp.ds.n_items}")
+    check_checkpoints(inp, p)
     encoder = FrozenEncoder.load(p.device)
     lap("load")
     word_emb = encoder.encode_texts(list(inp.words), p.batch_size, progress=progress)
@@ -176,6 +200,20 @@ def _run(p: InterpretParams, progress: bool, publish: bool) -> InterpretResult:
     genre, genre_info = genre_records(inp, p, encoder, emb)
     records += genre
     lap("genre")
+    texts, text_source = item_texts(inp.ds.items, inp.profiles["item"])
+    if judge is None:
+        judge = EncoderJudge(emb.encode, name=f"frozen encoder {encoder.name} (cosine)")
+    before = emb.sentences_encoded
+    records += item_retrieval_records(inp, p, judge, texts)
+    retrieval_info = {"judge": judge.name, "candidates": sorted(p.retrieval_candidates),
+                      "sampled_items": len(inp.sample["item"]), "candidate_text": text_source,
+                      "texts_encoded": emb.sentences_encoded - before}
+    lap("item_retrieval")
+    records += item_generation_records(inp, p)
+    generation_info = {"sampled_items": len(inp.sample["item"]), "items_ranked": inp.ds.n_items,
+                       "decoder_checkpoint": dict(DECODER_STAGE),
+                       "score": "x_hat . e_i, fine-tuned item embeddings of that checkpoint"}
+    lap("item_generation")
     usage, top = usage_records(inp, p)
     records += usage + stability_records(inp, p)
     lap("usage")
@@ -186,15 +224,18 @@ def _run(p: InterpretParams, progress: bool, publish: bool) -> InterpretResult:
         "entities": inp.n, "sampled": {k: len(v) for k, v in inp.sample.items()},
         "sentences_encoded": emb.sentences_encoded,
         "chance": {"retrieval": {k: chance_metrics(inp.n[k]) for k in KINDS},
-                   "jaccard": random_jaccard(inp.c, len(inp.words))},
+                   "jaccard": random_jaccard(inp.c, len(inp.words)),
+                   "item_retrieval": retrieval_chance(sorted(p.retrieval_candidates)),
+                   "item_generation": generation_chance(inp.ds.n_items)},
         "genre_info": genre_info, "synonym_threshold": p.synonym_threshold,
+        "item_retrieval_info": retrieval_info, "item_generation_info": generation_info,
         **aggregate(records), "top_words": top,
         "device": str(encoder.device), "threads": torch.get_num_threads(),
         "params": asdict(p),
     }
     metrics["verdicts"] = verdicts(metrics)
     b, s = p.backbones[0], p.seeds[0]
-    figures = {"studies": plot_studies(metrics),
+    figures = {"studies": plot_studies(metrics), "items": plot_items(metrics),
                "usage": plot_usage({LABELS[v]: usage_counts(np.concatenate(
                    list(inp.sets[(b, s, v)].values())), len(inp.words)) for v in LABELS
                    if (b, s, v) in inp.sets},

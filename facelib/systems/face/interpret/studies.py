@@ -1,15 +1,16 @@
-"""Studies 1-4 over every descriptor set of a run, as :class:`~facelib.systems.face.interpret.summary.Record`
+"""Studies 1-4, 6 and 7 over every descriptor set of a run, as :class:`~facelib.systems.face.interpret.summary.Record`
 lists (the study modules hold the measures; this module only loops over backbones, seeds,
 variants and entity types)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facelib.systems.face.interpret.descriptors import KINDS, VARIANTS
+from facelib.systems.face.interpret.descriptors import KINDS, VARIANTS, descriptor_sentences
 from facelib.systems.face.interpret.genres import (
     genre_lists,
     genre_matrix,
@@ -19,8 +20,14 @@ from facelib.systems.face.interpret.genres import (
     top_k,
 )
 from facelib.systems.face.interpret.inputs import SentenceEmbeddings, StudyInputs
+from facelib.systems.face.interpret.items import (
+    ItemJudge,
+    candidate_sets,
+    generation_metrics,
+    retrieval_accuracy,
+)
 from facelib.systems.face.interpret.keywords import ProfileKeywords, needed_words
-from facelib.systems.face.interpret.params import InterpretParams
+from facelib.systems.face.interpret.params import InterpretError, InterpretParams, checkpoint_path
 from facelib.systems.face.interpret.retrieval import retrieval_metrics
 from facelib.systems.face.interpret.summary import Record, records_for
 from facelib.systems.face.interpret.usage import pairwise_jaccard, top_words, usage_stats
@@ -132,4 +139,91 @@ def stability_records(inp: StudyInputs, p: InterpretParams) -> list[Record]:
                                     else d[ent])
                 for pair, value in pairwise_jaccard(runs).items():
                     out.append(Record("stability", b, v, ent, "jaccard", pair, value))
+    return out
+
+
+# The checkpoint whose FACE decodes each variant (item generation): the map-only words go
+# through the map stage's decoder, every other variant through the align stage's.
+DECODER_STAGE = {"face": "align", "map": "map", "random": "align", "nearest": "align"}
+
+
+def check_checkpoint(path: Path, stage: str) -> None:
+    """Raise the one-line "run the face stage first" error when ``path`` is missing."""
+    if not path.is_file():
+        raise InterpretError(f"no FACE {stage} checkpoint at {path}; run the face stage "
+                             f"first: dvc repro face")
+
+
+def check_checkpoints(inp: StudyInputs, p: InterpretParams) -> None:
+    """Every checkpoint item generation (and the t-SNE map) reads is there: checked before
+    the encoder starts."""
+    for b in p.backbones:
+        for s in p.seeds:
+            for stage in sorted(set(DECODER_STAGE.values())):
+                check_checkpoint(checkpoint_path(inp.root, p.dataset, b, s, stage), stage)
+
+
+def item_candidates(inp: StudyInputs, p: InterpretParams) -> dict[int, tuple[np.ndarray,
+                                                                             np.ndarray]]:
+    """Study 6's questions for the sampled items, per N in ``retrieval_candidates``:
+    (candidates [M, N], true position [M]), drawn with a generator seeded by (seed, N), so
+    every variant, backbone and seed is asked the same questions."""
+    items = inp.sample["item"]
+    return {n: candidate_sets(items, inp.ds.n_items, n, np.random.default_rng([p.seed, n]))
+            for n in sorted(p.retrieval_candidates)}
+
+
+def item_retrieval_records(inp: StudyInputs, p: InterpretParams, judge: ItemJudge,
+                           texts: list[str]) -> list[Record]:
+    """Study 6: the judge picks each sampled item among N candidates from its descriptor
+    sentence alone (``texts`` [I]: each item's candidate text). A descriptor set shared by
+    several runs (random, nearest) is judged once."""
+    items = inp.sample["item"]
+    questions = item_candidates(inp, p)
+    rows = {n: [[texts[j] for j in row] for row in cands]
+            for n, (cands, _) in questions.items()}
+    judged: dict[int, dict[str, float]] = {}
+    out: list[Record] = []
+    for b, s, v in _runs(p):
+        idx = inp.sets[(b, s, v)]["item"]
+        if id(idx) not in judged:
+            queries = descriptor_sentences(inp.words, idx[items], "item", inp.ds.item_noun)
+            judged[id(idx)] = {f"acc@{n}": retrieval_accuracy(judge.choose(queries, rows[n]),
+                                                              questions[n][1])
+                               for n in questions}
+        out += records_for("item_retrieval", b, v, "item", s, judged[id(idx)])
+    return out
+
+
+def item_generation_records(inp: StudyInputs, p: InterpretParams) -> list[Record]:
+    """Study 7: decode each sampled item's descriptors through FACE's decoder
+    (:meth:`FACE.decode_words`) and rank the true item among all items by ``x_hat . e_i``,
+    with the fine-tuned item embeddings of the checkpoint that decodes
+    (:data:`DECODER_STAGE`)."""
+    import torch
+
+    from facelib.systems.face.stage import load_face_checkpoint
+
+    items = inp.sample["item"]
+    codebook = torch.from_numpy(inp.art.codebook)
+    out: list[Record] = []
+    for b in p.backbones:
+        for s in p.seeds:
+            models = {}
+            for stage in sorted(set(DECODER_STAGE.values())):
+                path = checkpoint_path(inp.root, p.dataset, b, s, stage)
+                check_checkpoint(path, stage)
+                backbone, face = load_face_checkpoint(path, inp.ds, codebook)
+                if face is None:
+                    raise InterpretError(f"the checkpoint {path} holds no FACE module; rerun "
+                                         f"the face stage (dvc repro face)")
+                with torch.no_grad():
+                    item_emb = backbone.embeddings_for_eval()[1].cpu().numpy()  # [I, d]
+                models[stage] = (face, item_emb)
+            for v in VARIANTS:
+                face, item_emb = models[DECODER_STAGE[v]]
+                idx = torch.from_numpy(inp.sets[(b, s, v)]["item"][items])  # [M, C]
+                x_hat = face.decode_words(idx).cpu().numpy()  # [M, d]
+                out += records_for("item_generation", b, v, "item", s,
+                                   generation_metrics(x_hat, item_emb, items))
     return out
