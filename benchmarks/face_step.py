@@ -72,7 +72,7 @@ def build_step(job: dict[str, Any]) -> tuple[Any, Any, Any]:
     import torch
     import torch.nn.functional as F
 
-    from facelib.systems.face import FACE, FACEConfig
+    from facelib.systems.face.model.module import FACE, FACEConfig
 
     dev = torch.device(job["device"])
     enc = load_encoder(job)

@@ -26,16 +26,18 @@ import yaml
 from facelib import paths
 from facelib.config import ParamsError, as_dict, build, read_params_file
 from facelib.io import publish
+from facelib.systems import NOTEBOOK, PARAMS_CLASS, systems
 
-# stage -> (notebook, "module:ParamsClass")
+# stage -> (notebook, "module:ParamsClass"); every system of facelib.systems is a stage too
 STAGES: dict[str, tuple[str, str]] = {
-    "data": ("01_data.ipynb", "facelib.data.prepare:DataParams"),
-    "text": ("02_text.ipynb", "facelib.text.stage:TextParams"),
-    "train_cf": ("03_train_cf.ipynb", "facelib.train:TrainCFParams"),
-    "face": ("04_face.ipynb", "facelib.systems.face.params:FaceParams"),
-    "results": ("05_results.ipynb", "facelib.results:ResultsParams"),
-    "interpret": ("06_interpret.ipynb", "facelib.systems.face.interpret:InterpretParams"),
-    "ablations": ("07_ablations.ipynb", "facelib.systems.face.ablations:AblationsParams"),
+    "data": ("10_data.ipynb", "facelib.data.prepare:DataParams"),
+    "text": ("20_text.ipynb", "facelib.text.stage:TextParams"),
+    "train_cf": ("30_train_cf.ipynb", "facelib.train:TrainCFParams"),
+    **{name: (NOTEBOOK.format(name=name), PARAMS_CLASS.format(name=name))
+       for name in systems()},
+    "results": ("60_results.ipynb", "facelib.results:ResultsParams"),
+    "interpret": ("70_interpret.ipynb", "facelib.systems.face.interpret:InterpretParams"),
+    "ablations": ("80_ablations.ipynb", "facelib.systems.face.ablations:AblationsParams"),
 }
 
 

@@ -28,7 +28,7 @@ def _metrics(face: float, map_: float, base: float = 0.2) -> dict:
 def root(tmp_path):
     """Main runs lightgcn-{0,1,2} (FACE 0.210, 0.212, 0.214: sd 0.002) and mf-0, and one
     ablation file per tag: FACE = 0.210 + 0.001 * (index of the tag)."""
-    face_dir = tmp_path / "metrics" / "face"
+    face_dir = tmp_path / "metrics" / "systems" / "face"
     abl_dir = tmp_path / "metrics" / "ablations"
     face_dir.mkdir(parents=True)
     abl_dir.mkdir(parents=True)

@@ -6,6 +6,7 @@ import pickle
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -264,3 +265,26 @@ def test_corrupt_rlmrec_pickle_is_named(tmp_path, synthetic_ds, victim):
 def test_rlmrec_missing_folder(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         import_rlmrec(tmp_path / "nope", "steam")
+
+
+def test_timestamps_follow_their_interactions(tmp_path):
+    """Every kept (user, item) carries the time of its rating (the earliest when repeated),
+    aligned with its split's pairs, and survives save/load."""
+    from facelib.data import build_dataset, load_dataset, make_synthetic, save_dataset
+
+    raw = make_synthetic(80, 60, seed=3)
+    r = raw.ratings
+    r = pd.concat([r, r.iloc[:5].assign(timestamp=r.iloc[:5]["timestamp"] + 10)])  # repeats
+    raw = type(raw)(ratings=r, users=raw.users, items=raw.items)
+    ds = build_dataset("synthetic", raw, 4.0, 0)
+    pos = r[r.rating >= 4.0].groupby(["user", "item"])["timestamp"].min()
+    users = ds.users["raw_id"].to_numpy()
+    items = ds.items["raw_id"].to_numpy()
+    for split in ("train", "valid", "test"):
+        pairs, when = ds.split(split), ds.times(split)
+        assert when.dtype == np.int64 and len(when) == len(pairs)
+        want = pos.loc[list(zip(users[pairs[:, 0]], items[pairs[:, 1]]))].to_numpy()
+        assert np.array_equal(when, want)
+    back = load_dataset(save_dataset(ds, tmp_path / "ds"))
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(back.times(split), ds.times(split))

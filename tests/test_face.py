@@ -15,22 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelib.systems.face import (
-    FACE,
+from facelib.systems.face.model.module import FACE, FACEConfig
+from facelib.systems.face.model.projection import ConceptProjection, concept_layers
+from facelib.systems.face.model.prompt import (
     ITEM,
     ITEM_PROMPT,
     USER,
     USER_PROMPT,
-    FACEConfig,
     PromptBuilder,
-    TokenQuantizer,
-    concept_layers,
     entity_kinds,
-    greedy_assign,
     word_inputs,
 )
-from facelib.systems.face.projection import ConceptProjection
-from facelib.systems.face.quantizer import squared_distances
+from facelib.systems.face.model.quantizer import TokenQuantizer, greedy_assign, squared_distances
 
 TOKEN_DIM = 32  # d_t = d_s of the stand-in encoder
 EMB_DIM = 16  # d of the CF embeddings

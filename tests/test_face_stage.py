@@ -151,6 +151,7 @@ def test_tagged_variant_without_control_writes_under_ablations(run):
     out = _run_with(run, tag="c2", word_num=2, control=False)
     fp = out["paths"]
     assert fp.metrics.parent.name == "ablations" and fp.metrics.name == "lightgcn-0-c2.json"
+    assert fp.checkpoints["align"].parent.name == "lightgcn-0-c2"
     saved = json.loads(fp.metrics.read_text())
     assert saved["control"] is None and saved["params"]["tag"] == "c2"
     assert not fp.checkpoints["control"].exists()

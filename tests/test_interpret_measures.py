@@ -234,7 +234,7 @@ def test_sentence_tokens_match_the_embedding_space_prompt():
     [CLS] P w1 , w2 , w3 [SEP] (tokenizer only; the model is not loaded)."""
     from transformers import AutoTokenizer
 
-    from facelib.systems.face.prompt import USER_PROMPT
+    from facelib.systems.face.model.prompt import USER_PROMPT
     from facelib.text.encoder import model_path
 
     tok = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
@@ -408,7 +408,7 @@ def test_item_retrieval_asks_every_variant_the_same_questions():
 def _tiny_face(c: int = 2, v: int = 8, d: int = 8):
     import torch
 
-    from facelib.systems.face.module import FACE, FACEConfig
+    from facelib.systems.face.model.module import FACE, FACEConfig
 
     torch.manual_seed(0)
     cfg = FACEConfig(word_num=c, word_dim=v, ffn_dim=16)

@@ -307,10 +307,10 @@ def test_params_validation():
 def test_registered_in_the_pipeline():
     from facelib import pipeline
 
-    assert pipeline.STAGES["interpret"] == ("06_interpret.ipynb",
+    assert pipeline.STAGES["interpret"] == ("70_interpret.ipynb",
                                             "facelib.systems.face.interpret:InterpretParams")
     assert pipeline.params_class("interpret") is InterpretParams
-    assert (ROOT / "notebooks" / "06_interpret.ipynb").is_file()
+    assert (ROOT / "notebooks" / "70_interpret.ipynb").is_file()
 
 
 def test_missing_descriptors_say_run_the_face_stage(tmp_path, monkeypatch):
@@ -323,11 +323,11 @@ def test_missing_descriptors_say_run_the_face_stage(tmp_path, monkeypatch):
         input_root(p, publish=True)
     msg = str(exc.value)
     assert "run the face stage first: dvc repro face" in msg and "\n" not in msg
-    folder = tmp_path / "data" / "face" / "synthetic"
+    folder = tmp_path / "data" / "systems" / "face" / "synthetic" / "mf-0"
     folder.mkdir(parents=True)
     empty = pd.DataFrame(columns=["entity", "entity_id", "concept", "word"])
-    for suffix in ("", "-map"):
-        empty.to_csv(folder / f"descriptors-mf-0{suffix}.csv", index=False)
+    for name in ("descriptors.csv", "descriptors-map.csv"):
+        empty.to_csv(folder / name, index=False)
     assert input_root(p, publish=True) == tmp_path
     assert input_root(p, publish=False) == tmp_path  # no build/smoke set: the repository's
 

@@ -54,16 +54,16 @@ def test_a_failing_notebook_is_kept_aside_not_published(sandbox):
         pipeline.run_stage("data", {"dataset": "rlmrec", "rlmrec_dir": str(sandbox / "none")})
     msg = str(exc.value)
     assert "stage data failed" in msg and "does not exist" in msg
-    assert not (sandbox / "reports" / "notebooks" / "01_data.ipynb").exists()
-    assert (sandbox / "build" / "failed" / "01_data.ipynb").exists()
+    assert not (sandbox / "reports" / "notebooks" / "10_data.ipynb").exists()
+    assert (sandbox / "build" / "failed" / "10_data.ipynb").exists()
     assert not list((sandbox / "reports" / "notebooks").glob(".*"))  # no temp file left
 
 
 def test_a_successful_run_publishes_notebook_and_metrics(sandbox):
     out = pipeline.run_stage("data", {"dataset": "synthetic"})
-    assert out == sandbox / "reports" / "notebooks" / "01_data.ipynb"
+    assert out == sandbox / "reports" / "notebooks" / "10_data.ipynb"
     again = pipeline.run_stage("data", {"dataset": "synthetic"}, suffix="-x",
                                out_dir=Path("reports/other"))
-    assert again == sandbox / "reports" / "other" / "01_data-x.ipynb" and again.is_file()
+    assert again == sandbox / "reports" / "other" / "10_data-x.ipynb" and again.is_file()
     assert (sandbox / "reports" / "metrics" / "data.json").exists()
     assert (sandbox / "data" / "processed" / "synthetic" / "meta.json").exists()

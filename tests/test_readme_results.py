@@ -15,13 +15,13 @@ from facelib.report.readme import PLACEHOLDER, RESULTS_MD
 from facelib.results import summary_from_files
 
 ROOT = Path(__file__).resolve().parents[1]
-FACE_METRICS = ROOT / "reports" / "metrics" / "face"
+FACE_METRICS = ROOT / "reports" / "metrics" / "systems" / "face"
 
 
 @pytest.fixture()
 def committed_metrics():
     if not any(FACE_METRICS.glob("*.json")):
-        pytest.skip("committed metrics files absent (reports/metrics/face/*.json); "
+        pytest.skip("committed metrics files absent (reports/metrics/systems/face/*.json); "
                     "`make repro` writes them")
 
 

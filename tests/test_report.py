@@ -10,33 +10,33 @@ from facelib.report import (END, START, ReadmeError, current_block, index_html, 
 from facelib.report.readme import PLACEHOLDER
 from report_helpers import tiny_notebook, tiny_reports
 
-STAGES = {"01_data": "data", "03_train_cf": "train_cf", "05_results": "results"}
+STAGES = {"10_data": "data", "30_train_cf": "train_cf", "60_results": "results"}
 
 
 def test_pages_are_offline_with_embedded_images(tmp_path):
-    tiny_notebook(tmp_path / "nb" / "01_data.ipynb")
+    tiny_notebook(tmp_path / "nb" / "10_data.ipynb")
     done = render_all(tmp_path / "nb", tmp_path / "html")
-    assert not done.failed and [p.name for p in done.written] == ["01_data.html"]
+    assert not done.failed and [p.name for p in done.written] == ["10_data.html"]
     page = done.written[0].read_text()
     assert "data:image/png;base64," in page and "hello" in page
     assert "<script src=" not in page and "cdnjs" not in page and "mathjax" not in page.lower()
 
 
 def test_a_failed_render_leaves_no_page_and_removes_stale_ones(tmp_path):
-    tiny_notebook(tmp_path / "nb" / "01_data.ipynb")
-    (tmp_path / "nb" / "02_text.ipynb").write_text("{ not a notebook")
+    tiny_notebook(tmp_path / "nb" / "10_data.ipynb")
+    (tmp_path / "nb" / "20_text.ipynb").write_text("{ not a notebook")
     html = tmp_path / "html"
     html.mkdir()
-    (html / "02_text.html").write_text("old page")
+    (html / "20_text.html").write_text("old page")
     (html / "09_gone.html").write_text("page of a notebook that no longer exists")
     done = render_all(tmp_path / "nb", html)
-    assert list(done.failed) == ["02_text.ipynb"] and "\n" not in done.failed["02_text.ipynb"]
-    assert sorted(p.name for p in html.iterdir()) == ["01_data.html"]  # no temp, no stale
+    assert list(done.failed) == ["20_text.ipynb"] and "\n" not in done.failed["20_text.ipynb"]
+    assert sorted(p.name for p in html.iterdir()) == ["10_data.html"]  # no temp, no stale
 
 
 def test_stage_of_notebook_names():
-    assert stage_of("03_train_cf-mf-0", STAGES) == ("train_cf", "mf-0")
-    assert stage_of("01_data", STAGES) == ("data", "")
+    assert stage_of("30_train_cf-mf-0", STAGES) == ("train_cf", "mf-0")
+    assert stage_of("10_data", STAGES) == ("data", "")
     assert stage_of("99_misc", STAGES) == ("other", "99_misc")
 
 
@@ -45,7 +45,7 @@ def test_index_groups_pages_and_links_ablations_only_when_present(tmp_path):
     render_all(reports / "notebooks", reports / "html")
     page = index_html(reports, today="2025-01-03", stages=STAGES)
     assert page.index("<code>data</code>") < page.index("<code>train_cf</code>")
-    assert '<a href="html/03_train_cf-mf-0.html">03 · Base CF models (mf-0)</a>' in page
+    assert '<a href="html/30_train_cf-mf-0.html">03 · Base CF models (mf-0)</a>' in page
     assert "<td>0.1979 ± 0.0010</td>" in page and "FACE does not beat the base model" in page
     assert page.count("data:image/png;base64,") == 1 and "Page written 2025-01-03" in page
     assert "ablations/index.html" not in page and "explorer.html" not in page

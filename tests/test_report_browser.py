@@ -32,7 +32,7 @@ def test_a_rendered_report_has_no_problem(chromium, tmp_path):
         "<script>document.getElementById('q').addEventListener('input', () => 0);</script>"
         "</body></html>")
     pages = report_pages(reports)
-    assert [p.name for p in pages] == ["index.html", "01_data.html", "03_train_cf-mf-0.html",
+    assert [p.name for p in pages] == ["index.html", "10_data.html", "30_train_cf-mf-0.html",
                                        "explorer.html"]
     shots = tmp_path / "shots"
     assert check_pages(pages, shots) == []

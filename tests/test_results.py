@@ -46,9 +46,11 @@ def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, contro
                         "control": {"test": mean["control"]} if control else None,
                         "bounds": {"map_steps_per_epoch": 5, "word_num": 16},
                         "profile_builder": "template", "device": "cpu", "emb_dim": 64},
-                       root / f"reports/metrics/face/{b}-{s}.json")
-            for folder, names in (("cf", ("base",)), ("face", ("map", "face", "control"))):
-                path = root / f"data/{folder}/{dataset}/per_user-{b}-{s}.npz"
+                       root / f"reports/metrics/systems/face/{b}-{s}.json")
+            for rel, names in ((f"data/cf/{dataset}/per_user-{b}-{s}.npz", ("base",)),
+                               (f"data/systems/face/{dataset}/{b}-{s}/per_user.npz",
+                                ("map", "face", "control"))):
+                path = root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, users=USERS, **{f"{k}.{m}": v for k, a in systems.items()
                                                if k in names for m, v in a.items()})
@@ -157,7 +159,7 @@ def test_no_gain_is_reported_as_such(tmp_path):
 def test_missing_control_is_skipped_not_an_error(tmp_path):
     make_tree(tmp_path, control=False)
     res = compute_results(params(), tmp_path)
-    assert set(res.significance.reference) == {"base"}
+    assert set(res.significance.reference) == {"base", "face_map"}
     assert "control" not in set(res.summary.system)
     assert "no comparison of FACE with the control run (not run)" in res.sentences[0]
 
@@ -186,36 +188,36 @@ def test_sentences_follow_the_numbers():
 
 
 # ------------------------------------------------------------------ errors
-def test_no_face_metrics_is_a_one_line_error(tmp_path):
+def test_no_metrics_is_a_one_line_error_naming_the_stage(tmp_path):
     with pytest.raises(ResultsError) as exc:
         compute_results(params(), tmp_path)
     msg = str(exc.value)
     assert isinstance(exc.value, DataError) and "\n" not in msg
-    assert "run the face stage first: dvc repro face" in msg
+    assert "most_popular.json is missing; run its stage first: dvc repro train_cf_floor" in msg
 
 
 def test_a_missing_seed_names_the_file_and_the_stage(tmp_path):
     make_tree(tmp_path, seeds=(0, 1))
-    with pytest.raises(ResultsError, match=r"cf/lightgcn-2\.json is missing; run it first: "
+    with pytest.raises(ResultsError, match=r"cf/lightgcn-2\.json is missing; run its stage first: "
                                            r"dvc repro train_cf"):
         compute_results(params(), tmp_path)
     make_tree(tmp_path)
-    (tmp_path / "reports/metrics/face/lightgcn-2.json").unlink()
-    with pytest.raises(ResultsError, match=r"face/lightgcn-2\.json is missing; run the face "
-                                           r"stage first: dvc repro face"):
+    (tmp_path / "reports/metrics/systems/face/lightgcn-2.json").unlink()
+    with pytest.raises(ResultsError, match=r"face/lightgcn-2\.json is missing; run its "
+                                           r"stage first: dvc repro regularize"):
         compute_results(params(), tmp_path)
 
 
 def test_missing_per_user_file_is_an_error(tmp_path):
     make_tree(tmp_path)
-    (tmp_path / "data/face/ml-1m/per_user-lightgcn-1.npz").unlink()
-    with pytest.raises(ResultsError, match="per-user test metrics missing: .*dvc repro face"):
+    (tmp_path / "data/systems/face/ml-1m/lightgcn-1/per_user.npz").unlink()
+    with pytest.raises(ResultsError, match="per-user test metrics missing: .*dvc repro regularize"):
         compute_results(params(), tmp_path)
 
 
 def test_users_must_match_across_seeds(tmp_path):
     make_tree(tmp_path)
-    path = tmp_path / "data/face/ml-1m/per_user-lightgcn-2.npz"
+    path = tmp_path / "data/systems/face/ml-1m/lightgcn-2/per_user.npz"
     arrays = dict(np.load(path))
     arrays["users"] = arrays["users"] + 1
     np.savez(path, **arrays)

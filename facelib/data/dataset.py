@@ -6,7 +6,10 @@ interaction splits as int64 arrays of shape [N, 2] (user, item), and side tables
 - ``users``: one row per user id, at least ``raw_id`` (MovieLens adds age, gender,
   occupation);
 - ``items``: one row per item id, at least ``raw_id`` (MovieLens adds title, year, genres);
-- ``profiles``: optional given profile texts (RLMRec release), ``{"user": [...], "item": [...]}``.
+- ``profiles``: optional given profile texts (RLMRec release), ``{"user": [...], "item": [...]}``;
+- ``timestamps``: optional interaction times (MovieLens: seconds since 1970) per split, int64
+  [N] aligned with that split's pairs (what time-ordered protocols such as leave-one-out
+  and sequential models need); None when the source has none (RLMRec release).
 
 On disk (``data/processed/<name>/``): ``interactions.npz``, ``users.csv``, ``items.csv``,
 ``meta.json`` and optionally ``profiles.json``. :func:`save_dataset` writes into a temporary
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +54,21 @@ class RecDataset:
     item_noun: str = "movie"
     profiles: dict[str, list[str]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    timestamps: dict[str, np.ndarray] | None = None  # split -> int64 [N_split]
 
     def split(self, name: str) -> np.ndarray:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def times(self, name: str) -> np.ndarray:
+        """Interaction times of one split, int64 [N] aligned with :meth:`split`; raises
+        when the dataset has none."""
+        if self.timestamps is None:
+            raise DataError(f"dataset {self.name} has no interaction timestamps (the RLMRec "
+                            f"release has none); use a MovieLens or synthetic dataset")
+        self.split(name)
+        return self.timestamps[name]
 
     def matrix(self, name: str = "train") -> sp.csr_matrix:
         """Binary user-item matrix R of one split, [n_users, n_items] float32 CSR."""
@@ -116,7 +130,10 @@ def build_dataset(
     """Binarise ratings (``rating >= min_rating`` is a positive), drop duplicates, map ids of
     users/items with at least one positive to contiguous ids (sorted by raw id), split."""
     r = raw.ratings
-    pos = r.loc[r["rating"] >= min_rating, ["user", "item"]].drop_duplicates()
+    cols = ["user", "item"] + (["timestamp"] if "timestamp" in r else [])
+    # a repeated (user, item) keeps its earliest rating time
+    pos = (r.loc[r["rating"] >= min_rating, cols].sort_values(cols[2:], kind="stable")
+           .drop_duplicates(["user", "item"]))
     if pos.empty:
         raise DataError(f"no rating >= {min_rating} in {name}; lower data.min_rating")
     unknown_items = set(pos["item"]) - set(raw.items["raw_id"])
@@ -136,6 +153,14 @@ def build_dataset(
     pairs = np.stack([user_index.get_indexer(pos["user"]),
                       item_index.get_indexer(pos["item"])], axis=1).astype(np.int64)
     train, valid, test = split_interactions(pairs, len(user_index), len(item_index), seed, ratios)
+    timestamps = None
+    if "timestamp" in pos:
+        n_items = len(item_index)
+        keys = pairs[:, 0] * n_items + pairs[:, 1]
+        order = np.argsort(keys)
+        when = pos["timestamp"].to_numpy(np.int64)[order]
+        timestamps = {name: when[np.searchsorted(keys[order], a[:, 0] * n_items + a[:, 1])]
+                      for name, a in zip(SPLITS, (train, valid, test))}
 
     users = raw.users.set_index("raw_id").loc[user_index].reset_index()
     items = raw.items.set_index("raw_id").loc[item_index].reset_index()
@@ -145,6 +170,7 @@ def build_dataset(
         meta={"min_rating": min_rating, "seed": seed, "ratios": list(ratios),
               "raw_ratings": int(len(r)), "raw_users": int(len(raw.users)),
               "raw_items": int(len(raw.items))},
+        timestamps=timestamps,
     )
     ds.validate()
     return ds
@@ -156,8 +182,10 @@ def save_dataset(ds: RecDataset, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
+        times = ({f"{k}_time": v for k, v in ds.timestamps.items()}
+                 if ds.timestamps is not None else {})
         np.savez_compressed(tmp / "interactions.npz", train=ds.train, valid=ds.valid,
-                            test=ds.test, shape=np.array([ds.n_users, ds.n_items]))
+                            test=ds.test, shape=np.array([ds.n_users, ds.n_items]), **times)
         ds.users.to_csv(tmp / "users.csv", index_label="user_id")
         ds.items.to_csv(tmp / "items.csv", index_label="item_id")
         if ds.profiles is not None:
@@ -178,16 +206,18 @@ def load_dataset(path: Path) -> RecDataset:
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise DataError(f"no processed dataset at {path}; run the data stage first "
-                        f"(`dvc repro data` or notebooks/01_data.ipynb)")
+                        f"(`dvc repro data` or notebooks/10_data.ipynb)")
     try:
         meta = json.loads((path / "meta.json").read_text())
         with np.load(path / "interactions.npz") as z:
             train, valid, test, shape = z["train"], z["valid"], z["test"], z["shape"]
+            timestamps = ({s: z[f"{s}_time"] for s in SPLITS}
+                          if all(f"{s}_time" in z for s in SPLITS) else None)
         users = pd.read_csv(path / "users.csv", index_col="user_id", keep_default_na=False)
         items = pd.read_csv(path / "items.csv", index_col="item_id", keep_default_na=False)
         profiles_path = path / "profiles.json"
         profiles = json.loads(profiles_path.read_text()) if profiles_path.exists() else None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"processed dataset at {path} is corrupt ({type(exc).__name__}); "
                         f"run the data stage again") from None
     if meta.get("format") != FORMAT_VERSION:
@@ -197,7 +227,7 @@ def load_dataset(path: Path) -> RecDataset:
     meta.pop("format")
     ds = RecDataset(name=name, n_users=int(shape[0]), n_items=int(shape[1]), train=train,
                     valid=valid, test=test, users=users, items=items, item_noun=noun,
-                    profiles=profiles, meta=meta)
+                    profiles=profiles, meta=meta, timestamps=timestamps)
     if len(users) != ds.n_users or len(items) != ds.n_items:
         raise DataError(f"processed dataset at {path} is inconsistent (side tables vs ids); "
                         f"run the data stage again")

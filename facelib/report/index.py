@@ -27,7 +27,7 @@ code { background: #f4f4f4; padding: 0 3px; }
 
 
 def stage_of(stem: str, stages: dict[str, str]) -> tuple[str, str]:
-    """(stage, variant) of an executed notebook's stem: ``03_train_cf-mf-0`` ->
+    """(stage, variant) of an executed notebook's stem: ``30_train_cf-mf-0`` ->
     (``train_cf``, ``mf-0``), given ``stages``: notebook stem -> stage name."""
     for nb_stem, stage in sorted(stages.items(), key=lambda kv: -len(kv[0])):
         if stem == nb_stem or stem.startswith(nb_stem + "-"):

@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from facelib.results.rows import System
+from facelib.systems.rows import System
 from facelib.results.systems import SYSTEMS, backbone_name
 from facelib.results.tables import metric_name
 

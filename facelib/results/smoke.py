@@ -19,6 +19,7 @@ import numpy as np
 
 from facelib.io import write_json
 from facelib.results.systems import CF_PER_USER, METRICS
+from facelib.systems.face.rows import METRICS as FACE_METRICS
 from facelib.systems.face.rows import PER_USER as FACE_PER_USER
 
 SMOKE_USERS = 200
@@ -80,7 +81,7 @@ def prepare_smoke_inputs(dataset: str, backbones: list[str], seeds: list[int],
                             else None),
                 "bounds": _BOUNDS, "profile_builder": "template (smoke)", "emb_dim": 32,
                 "device": "cpu", "switches": {}}
-            write_json(record, root / "reports" / "metrics" / "face" / f"{name}.json")
+            write_json(record, root / FACE_METRICS.format(backbone=backbone, seed=seed))
             for pattern, names in ((CF_PER_USER, ("base",)),
                                    (FACE_PER_USER, ("map", "face", "control"))):
                 npz = root / pattern.format(dataset=dataset, backbone=backbone, seed=seed)

@@ -5,8 +5,10 @@ Reads (below ``root``: the repository, or ``build/smoke/results`` for a smoke ru
 
 - each system's metrics JSON (:data:`facelib.results.systems.SYSTEMS`): most popular
   ``reports/metrics/cf/most_popular.json``, base ``reports/metrics/cf/<bb>-<seed>.json``,
-  control / FACE map-only / FACE ``reports/metrics/face/<bb>-<seed>.json``;
-- per-user test metrics ``data/face/<dataset>/per_user-<bb>-<seed>.npz`` for the tests.
+  control / FACE map-only / FACE ``reports/metrics/systems/face/<bb>-<seed>.json``;
+- per-user test metrics for the paired tests, from the stage that made each system's rows:
+  ``data/cf/<dataset>/per_user-<bb>-<seed>.npz`` (base) and
+  ``data/systems/face/<dataset>/<bb>-<seed>/per_user.npz`` (map, FACE, control).
 
 Writes: ``reports/results/results.csv`` (summary, long form), ``results.md`` (the tables,
 verdicts, provenance), ``significance.csv`` (every comparison x metric),
@@ -19,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from facelib import paths
-from facelib.config import ParamsError, as_dict, param
+from facelib.config import ParamsError, as_dict, dataset_param, param
+from facelib.models.registry import BACKBONES
 from facelib.io import write_json
 from facelib.results import tables
 from facelib.io import save_figure, write_text
@@ -50,13 +52,15 @@ FIGURES = {"bars": "reports/figures/results_bars.png",
 class ResultsParams:
     """``params.yaml`` section ``results``."""
 
-    dataset: str = param("ml-1m", help="processed dataset (filled from data.dataset)")
-    backbones: list[str] = param(["lightgcn", "mf"], help="backbones with runs to tabulate")
+    dataset: str = dataset_param()
+    backbones: list[str] = param(["lightgcn", "mf"], choices=BACKBONES,
+                                 help="backbones with runs to tabulate")
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of every seeded system")
     systems: list[str] = param(list(SYSTEMS), choices=tuple(SYSTEMS),
-                               help="table rows, in order (facelib.results.SYSTEMS)")
-    comparisons: list[list[str]] = param([["face", "base"], ["face", "control"]],
-                                         help="paired tests: [treatment, reference]")
+                               help="table rows, in order (default: every registered row)")
+    comparisons: list[list[str]] = param(
+        [[s.name, ref] for s in SYSTEMS.values() for ref in s.compare],
+        help="paired tests: [treatment, reference] (default: each row's own)")
     metrics: list[str] = param(list(METRICS), choices=METRICS)
     headline: list[str] = param(["recall@20", "ndcg@20"], choices=METRICS,
                                 help="figures, README, verdicts (the first)")
@@ -65,11 +69,6 @@ class ResultsParams:
 
     def __post_init__(self) -> None:
         where = "params [results."
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
-            raise ParamsError(f"{where}dataset]: {self.dataset!r} is not a dataset name")
-        for b in self.backbones:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", b):
-                raise ParamsError(f"{where}backbones]: {b!r} is not a backbone name")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"{where}seeds]: give at least one seed, each once")
         for pair in self.comparisons:
@@ -192,10 +191,6 @@ def compute_results(p: ResultsParams, root: Path | None = None, produced: str | 
                     registry: Mapping[str, System] = SYSTEMS) -> Results:
     """Load every run, summarise over seeds, test the comparisons, write the sentences."""
     root = Path(root) if root is not None else paths.repo_root()
-    face_dir = root / "reports" / "metrics" / "face"
-    if any(registry[s].stage == "face" for s in p.systems) and not any(face_dir.glob("*.json")):
-        raise ResultsError(f"no face metrics in {face_dir.relative_to(root)}/; run the face "
-                           f"stage first: dvc repro face")
     runs = load_runs(root, p.systems, p.backbones, p.seeds, p.dataset, registry)
     summary = summarize(runs, p.systems, p.metrics)
     sig, diffs, means = _compare(root, p, registry)

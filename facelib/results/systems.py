@@ -20,6 +20,7 @@ and one float64 [M] array per system and metric named ``"<prefix>.<metric>"``
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,11 +33,18 @@ import numpy as np
 from facelib.data.errors import DataError
 from facelib.eval import KS
 from facelib.models.registry import backbone_label as backbone_name
-from facelib.results.rows import System
-from facelib.systems import result_rows
+from facelib.systems.rows import System
+from facelib.systems import ROWS_MODULE, systems
 
 METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 CF_PER_USER = "data/cf/{dataset}/per_user-{backbone}-{seed}.npz"
+
+
+def result_rows() -> tuple[System, ...]:
+    """Every system's rows of the results table (``facelib/systems/<name>/rows.py``), in
+    :func:`facelib.systems.systems` order."""
+    return tuple(row for name in systems()
+                 for row in importlib.import_module(ROWS_MODULE.format(name=name)).ROWS)
 
 
 class ResultsError(DataError):
@@ -81,9 +89,8 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _missing(system: System, path: Path, root: Path) -> ResultsError:
-    hint = (f"run the face stage first: dvc repro {system.stage}" if system.stage == "face"
-            else f"run it first: dvc repro {system.stage}")
-    return ResultsError(f"no {system.label} metrics: {_rel(path, root)} is missing; {hint}")
+    return ResultsError(f"no {system.label} metrics: {_rel(path, root)} is missing; run "
+                        f"its stage first: dvc repro {system.stage}")
 
 
 def load_runs(root: Path, systems: Sequence[str], backbones: Sequence[str],

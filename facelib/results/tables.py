@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from facelib.results.stats import significant
-from facelib.results.rows import System
+from facelib.systems.rows import System
 from facelib.results.systems import SYSTEMS, backbone_name
 
 TITLE = "# Results"

@@ -1,23 +1,29 @@
 """The systems read beside each other: one folder per system.
 
-A system folder holds its model, its params section, its stage and its rows of the results
-table (``rows.py``: ``ROWS``, a tuple of :class:`facelib.results.rows.System`). Adding a
-system = its folder, its name in :data:`SYSTEMS`, its ``params.yaml`` section and its line
-in the DVC matrix of the ``regularize`` stage.
+A regulariser system's folder (``facelib/systems/<name>/``) holds ``model/`` (what its stage
+trains), ``params.py`` (its ``params.yaml`` section as a dataclass, exported as ``Params``),
+``stage.py`` (its run on one pretrained backbone x seed, through :func:`facelib.train.fit`),
+``rows.py`` (``ROWS``: its rows of the results table) and its studies. A folder with a
+``rows.py`` is a system: :func:`systems` finds it, the pipeline runs it as stage ``<name>``
+with notebook ``notebooks/40_<name>.ipynb``, and the results table shows its rows. Adding a
+system = its folder, its notebook, its ``params.yaml`` section and its name in the
+``system`` list of the ``regularize`` stage in ``dvc.yaml``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+import pkgutil
+from functools import lru_cache
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from facelib.results.rows import System
+ROWS_MODULE = "facelib.systems.{name}.rows"
+PARAMS_CLASS = "facelib.systems.{name}.params:Params"
+NOTEBOOK = "40_{name}.ipynb"
 
-SYSTEMS: tuple[str, ...] = ("face",)
 
-
-def result_rows() -> tuple[System, ...]:
-    """Every system's rows of the results table, in :data:`SYSTEMS` order."""
-    return tuple(row for name in SYSTEMS
-                 for row in importlib.import_module(f"facelib.systems.{name}.rows").ROWS)
+@lru_cache(maxsize=1)
+def systems() -> tuple[str, ...]:
+    """The names of the system folders (those with a ``rows.py``), sorted."""
+    here = Path(__file__).parent
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(here)])
+                        if m.ispkg and (here / m.name / "rows.py").is_file()))

@@ -168,7 +168,7 @@ def load_text_artifacts(name: str) -> TextArtifacts:
     folder = paths.text_dir(name)
     if not (folder / "meta.json").is_file():
         raise TextError(f"no text artifacts for dataset {name} at {folder}; run the text "
-                        f"stage first (`dvc repro text` or notebooks/02_text.ipynb)")
+                        f"stage first (`dvc repro text` or notebooks/20_text.ipynb)")
     try:
         meta = json.loads((folder / "meta.json").read_text())
         prof = json.loads((folder / "profiles.json").read_text())

@@ -3,7 +3,7 @@
 The ``ablate`` stages of ``ablations/dvc.yaml`` run the face stage on one pretrained run
 (``backbone``-``seed``) with one change each (``params.yaml: ablations.variants``) and write
 ``reports/metrics/ablations/<backbone>-<seed>-<tag>.json``. The unchanged configuration is
-the main face run of that backbone and seed (``reports/metrics/face/<backbone>-<seed>.json``);
+the main face run of that backbone and seed (``reports/metrics/systems/face/<backbone>-<seed>.json``);
 the spread over seeds of FACE's change from its own base model (main runs) is the yardstick
 for "within noise": every variant starts from the same pretrained checkpoint, so the spread
 of the base models themselves would overstate the noise.
@@ -30,6 +30,7 @@ import pandas as pd
 from facelib import paths
 from facelib.config import ParamsError, param
 from facelib.data.errors import DataError
+from facelib.systems.face.params import GROUP
 
 METRICS = ("recall@20", "ndcg@20")
 
@@ -95,7 +96,7 @@ def variant_metrics(p: AblationsParams, tag: str, root: Path | None = None) -> d
     """Test metrics (FACE after align, after map, base) and cost of one variant."""
     root = root or paths.reports_dir()
     name = f"{p.backbone}-{p.seed}"
-    m = _load(root / "metrics" / ("ablations" if tag else "face")
+    m = _load(root / "metrics" / ("ablations" if tag else GROUP)
               / (f"{name}-{tag}.json" if tag else f"{name}.json"))
     return {"face": m["face"]["test"], "map": m["face"]["map"]["test"],
             "base": m["base"]["test"], "seconds": m["seconds"]["map"] + m["seconds"]["align"],
@@ -121,14 +122,14 @@ def map_vs_align(root: Path | None = None) -> pd.DataFrame:
     """Every main face run: backbone, seed, test metrics after map and after map + align."""
     root = root or paths.reports_dir()
     rows = []
-    for path in sorted((root / "metrics" / "face").glob("*.json")):
+    for path in sorted((root / "metrics" / GROUP).glob("*.json")):
         m = json.loads(path.read_text())
         rows.append({"backbone": m["backbone"], "seed": m["seed"],
                      **{f"map-only {k}": m["face"]["map"]["test"][k] for k in METRICS},
                      **{f"map + align {k}": m["face"]["test"][k] for k in METRICS}})
     if not rows:
-        raise AblationError("no reports/metrics/face/*.json; run the face stage first "
-                            "(dvc repro face)")
+        raise AblationError(f"no reports/metrics/{GROUP}/*.json; run the face stage first "
+                            f"(dvc repro regularize)")
     out = pd.DataFrame(rows)
     for k in METRICS:
         out[f"Δ {k}"] = out[f"map + align {k}"] - out[f"map-only {k}"]
@@ -140,7 +141,7 @@ def seed_spread(backbone: str, root: Path | None = None) -> dict[str, float]:
     model, sd_s(m_FACE,s - m_base,s) per test metric: the noise a single-seed ablation (same
     pretrained checkpoint, one change) is read against; nan with fewer than two seeds."""
     root = root or paths.reports_dir()
-    runs = [json.loads(p.read_text()) for p in (root / "metrics" / "face").glob(f"{backbone}-*.json")]
+    runs = [json.loads(p.read_text()) for p in (root / "metrics" / GROUP).glob(f"{backbone}-*.json")]
     return {k: float(np.std([r["face"]["test"][k] - r["base"]["test"][k] for r in runs],
                             ddof=1)) if len(runs) > 1 else float("nan") for k in METRICS}
 

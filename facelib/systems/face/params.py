@@ -13,11 +13,12 @@ from typing import Any
 from facelib import paths
 from facelib.config import ParamsError, dataset_param, device_param, param, threads_param
 from facelib.models.registry import BACKBONES
-from facelib.systems.face.module import ALIGN_BATCHES, REFERENCE_SWITCHES, FACEConfig
+from facelib.systems.face.model.module import ALIGN_BATCHES, REFERENCE_SWITCHES, FACEConfig
 from facelib.train.stage import output_root, state_path
 
 _D = FACEConfig()
 ALIGN_SELECT = ("recall@20", "align_mrr")
+GROUP = "systems/face"  # output folders of the study's runs: <kind>/systems/face/...
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class FaceParams:
         return f"{self.backbone}-{self.seed}" + (f"-{self.tag}" if self.tag else "")
 
     def group(self) -> str:
-        """Output tree: ``face`` for the study's runs, ``ablations`` for tagged variants."""
-        return "ablations" if self.tag else "face"
+        """Output tree: ``systems/face`` for the study's runs (where the results stage reads
+        every regulariser system), ``ablations`` for tagged variants."""
+        return "ablations" if self.tag else GROUP
 
     def face_config(self, prompt_noun: str) -> FACEConfig:
         """The FACE module's configuration (map stage; the align stage is entered later)."""
@@ -100,16 +102,35 @@ class FaceParams:
         return {k: getattr(self, k) for k in keys}
 
 
+Params = FaceParams  # the system's params class (facelib.systems convention)
+
+
 @dataclass(frozen=True)
 class FacePaths:
+    """A FACE run's files: inputs (the pretrained run) and outputs, one folder per run."""
+
     pretrained: Path
     pretrained_metrics: Path
-    checkpoints: dict[str, Path]
+    checkpoints: dict[str, Path]    # map, align, control
     metrics: Path
-    logs: dict[str, Path]
-    descriptors: dict[str, Path]
+    logs: dict[str, Path]           # face, control
+    descriptors: dict[str, Path]    # align, map
     per_user: Path
-    state: dict[str, Path]
+    state: dict[str, Path]          # face, control (resumable, under build/state)
+
+
+def run_files(root: Path, group: str, dataset: str, run: str) -> dict[str, Any]:
+    """The output files of run ``run`` (``<backbone>-<seed>[-<tag>]``) of ``group`` (face
+    or ablations) below ``root``: one folder per run under ``checkpoints/``, ``data/`` and
+    ``reports/logs/``, and ``reports/metrics/<group>/<run>.json``."""
+    ck = root / "checkpoints" / group / dataset / run
+    data = root / "data" / group / dataset / run
+    logs = root / "reports" / "logs" / group / run
+    return {"checkpoints": {s: ck / f"{s}.pt" for s in ("map", "align", "control")},
+            "metrics": root / "reports" / "metrics" / group / f"{run}.json",
+            "logs": {r: logs / f"{r}.csv" for r in ("face", "control")},
+            "descriptors": {"align": data / "descriptors.csv", "map": data / "descriptors-map.csv"},
+            "per_user": data / "per_user.npz"}
 
 
 def face_paths(p: FaceParams, publish: bool) -> FacePaths:
@@ -119,17 +140,9 @@ def face_paths(p: FaceParams, publish: bool) -> FacePaths:
     cf_name = f"{p.backbone}-{p.seed}"
     cf = Path("checkpoints") / "cf" / p.dataset / f"{cf_name}.pt"
     src = root if (root / cf).is_file() else paths.repo_root()
-    data = root / "data" / group / p.dataset
     return FacePaths(
         pretrained=src / cf,
         pretrained_metrics=src / "reports" / "metrics" / "cf" / f"{cf_name}.json",
-        checkpoints={s: root / "checkpoints" / group / p.dataset / f"{name}-{s}.pt"
-                     for s in ("map", "align", "control")},
-        metrics=root / "reports" / "metrics" / group / f"{name}.json",
-        logs={r: root / "reports" / "logs" / group / f"{name}-{r}.csv"
-              for r in ("face", "control")},
-        descriptors={"align": data / f"descriptors-{name}.csv",
-                     "map": data / f"descriptors-{name}-map.csv"},
-        per_user=data / f"per_user-{name}.npz",
         state={r: state_path(publish, group, p.dataset, f"{name}-{r}")
-               for r in ("face", "control")})
+               for r in ("face", "control")},
+        **run_files(root, group, p.dataset, name))

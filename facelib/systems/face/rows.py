@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-from facelib.results.rows import System
+from facelib.systems.rows import System
 
-METRICS = "reports/metrics/face/{backbone}-{seed}.json"
-PER_USER = "data/face/{dataset}/per_user-{backbone}-{seed}.npz"
+METRICS = "reports/metrics/systems/face/{backbone}-{seed}.json"
+PER_USER = "data/systems/face/{dataset}/{backbone}-{seed}/per_user.npz"
 
 ROWS = (
     System("control", "Control (no FACE loss)", "the control run", METRICS, "control.test",
-           stage="face", required=False, per_user=(PER_USER, "control")),
+           stage="regularize", required=False, per_user=(PER_USER, "control")),
     System("face_map", "FACE map-only", "FACE map-only", METRICS, "face.map.test",
-           stage="face", per_user=(PER_USER, "map")),
-    System("face", "FACE (map + align)", "FACE", METRICS, "face.test", stage="face",
-           per_user=(PER_USER, "face")),
+           stage="regularize", per_user=(PER_USER, "map")),
+    System("face", "FACE (map + align)", "FACE", METRICS, "face.test", stage="regularize",
+           per_user=(PER_USER, "face"), compare=("base", "control", "face_map")),
 )

@@ -27,16 +27,18 @@ step. Every metrics JSON states the bounds and how each phase stopped.
 Outputs (``publish=True``; with ``publish=False`` the same tree under ``build/smoke/``),
 published together once both runs have finished:
 
-- ``checkpoints/face/<dataset>/<backbone>-<seed>-{map,align,control}.pt``: backbone and
-  FACE state dicts (never the encoder's weights), FACE config, history, metrics;
-- ``reports/metrics/face/<backbone>-<seed>.json``: base, FACE (map, align) and control test
+- ``checkpoints/systems/face/<dataset>/<run>/{map,align,control}.pt``: backbone and FACE
+  state dicts (never the encoder's weights), FACE config, history, metrics;
+- ``reports/metrics/systems/face/<run>.json``: base, FACE (map, align) and control test
   metrics, per-phase epochs, steps, seconds and ``stopped_by``, bounds, switches;
-- ``reports/logs/face/<backbone>-<seed>-{face,control}.csv``: one row per epoch;
-- ``data/face/<dataset>/descriptors-<backbone>-<seed>[-map].csv``: entity, entity_id,
-  split (train: aligned, valid, test), concept, word for every user and item, after align
-  (and after map);
-- ``data/face/<dataset>/per_user-<backbone>-<seed>.npz``: per-user test metrics of map,
-  face and control (the base model's are in the train_cf stage's file).
+- ``reports/logs/systems/face/<run>/{face,control}.csv``: one row per epoch;
+- ``data/systems/face/<dataset>/<run>/descriptors[-map].csv``: entity, entity_id, split
+  (train: aligned, valid, test), concept, word for every user and item, after align (and
+  after map);
+- ``data/systems/face/<dataset>/<run>/per_user.npz``: per-user test metrics of map, face
+  and control (the base model's are in the train_cf stage's file).
+
+``<run>`` is ``<backbone>-<seed>``.
 
 The in-progress state of both runs lives in ``build/state/`` (``resume: true`` continues
 an interrupted run there, also under ``dvc repro``). A non-empty ``tag`` (an ablation
@@ -66,8 +68,8 @@ from facelib.eval import KS, Evaluator
 from facelib.io import StagedOutputs, atomic_file, write_json
 from facelib.models import Backbone
 from facelib.seed import seed_everything
-from facelib.systems.face.entities import EntityBatches, EntitySplit, split_entities
-from facelib.systems.face.module import FACE, REFERENCE_SWITCHES, FACEConfig
+from facelib.systems.face.model.entities import EntityBatches, EntitySplit, split_entities
+from facelib.systems.face.model.module import FACE, REFERENCE_SWITCHES, FACEConfig
 from facelib.systems.face.params import FaceParams, FacePaths, face_paths
 from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainingError, fit,
                            load_backbone, save_checkpoint, save_per_user)

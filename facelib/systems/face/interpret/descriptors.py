@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from facelib.systems.face.interpret.params import InterpretError
-from facelib.systems.face.prompt import ITEM_PROMPT, USER_PROMPT
+from facelib.systems.face.model.prompt import ITEM_PROMPT, USER_PROMPT
 
 KINDS = ("user", "item")
 VARIANTS = ("face", "map", "random", "nearest")

@@ -82,7 +82,7 @@ def load_inputs(p: InterpretParams, root: Path) -> StudyInputs:
                                                    word_index, n)
     counts = {word_count(d) for d in sets.values()}
     if len(counts) > 1:
-        raise InterpretError(f"the descriptor files under {root}/data/face/{p.dataset} hold "
+        raise InterpretError(f"the descriptor files under {root}/data/systems/face/{p.dataset} hold "
                              f"different numbers of words per entity ({sorted(counts)}); "
                              f"rerun the face stage (dvc repro face)")
     rng = np.random.default_rng(p.seed)

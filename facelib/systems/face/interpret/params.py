@@ -3,10 +3,10 @@
 Inputs (written by the ``face`` stage; ``publish=False`` reads a complete ``build/smoke/``
 set when there is one, see :func:`input_root`)::
 
-    data/face/<dataset>/descriptors-<backbone>-<seed>.csv       FACE, after align
-    data/face/<dataset>/descriptors-<backbone>-<seed>-map.csv   map stage only
-    checkpoints/face/<dataset>/<backbone>-<seed>-align.pt        t-SNE map, item generation
-    checkpoints/face/<dataset>/<backbone>-<seed>-map.pt          item generation (map-only)
+    data/systems/face/<dataset>/<backbone>-<seed>/descriptors.csv       FACE, after align
+    data/systems/face/<dataset>/<backbone>-<seed>/descriptors-map.csv   map stage only
+    checkpoints/systems/face/<dataset>/<backbone>-<seed>/align.pt       t-SNE map, item generation
+    checkpoints/systems/face/<dataset>/<backbone>-<seed>/map.pt         item generation (map-only)
 
 Outputs (``publish=True``; otherwise the same tree under ``build/smoke/``)::
 
@@ -25,6 +25,7 @@ from facelib import paths
 from facelib.config import ParamsError, param
 from facelib.data.errors import DataError
 from facelib.device import DEVICES
+from facelib.systems.face.params import GROUP, run_files
 
 BACKBONES = ("mf", "lightgcn", "simgcl")
 FIGURES = ("studies", "usage", "tsne", "items")
@@ -94,14 +95,14 @@ def interpret_paths(publish: bool) -> InterpretPaths:
 def descriptor_path(root: Path, dataset: str, backbone: str, seed: int, variant: str) -> Path:
     """The face stage's descriptor CSV under ``root``; ``variant`` "face" (after align) or
     "map" (map stage only)."""
-    suffix = "-map" if variant == "map" else ""
-    return root / "data" / "face" / dataset / f"descriptors-{backbone}-{seed}{suffix}.csv"
+    files = run_files(root, GROUP, dataset, f"{backbone}-{seed}")
+    return files["descriptors"]["map" if variant == "map" else "align"]
 
 
 def checkpoint_path(root: Path, dataset: str, backbone: str, seed: int,
                     stage: str = "align") -> Path:
-    """The face stage's checkpoint of one run under ``root``."""
-    return root / "checkpoints" / "face" / dataset / f"{backbone}-{seed}-{stage}.pt"
+    """The face stage's checkpoint of one run under ``root`` (``stage`` map or align)."""
+    return run_files(root, GROUP, dataset, f"{backbone}-{seed}")["checkpoints"][stage]
 
 
 def required_inputs(p: InterpretParams, root: Path) -> list[tuple[Path, str, int]]:

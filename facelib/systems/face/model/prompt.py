@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from facelib.systems.face.quantizer import TokenQuantizer
+from facelib.systems.face.model.quantizer import TokenQuantizer
 
 USER_PROMPT = "The user and his likes can be described as the following words:"
 ITEM_PROMPT = "The {noun} attracts those who can be described as the following words:"

@@ -1,7 +1,8 @@
 """A row family of the results table: which system, and where its numbers live.
 
 Each system folder declares its rows (``facelib/systems/<name>/rows.py``); the base CF
-models and the most-popular floor are declared in :mod:`facelib.results.systems`.
+models and the most-popular floor are declared in :mod:`facelib.results.systems`, which
+collects them all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class System:
         stage: the DVC stage that writes the file (named in error messages).
         required: a missing file is an error (True) or an empty row (False).
         per_user: (npz path pattern, array prefix) of per-user test metrics, or None.
+        compare: the rows this one is tested against by default (paired tests).
     """
 
     name: str
@@ -33,6 +35,7 @@ class System:
     stage: str
     required: bool = True
     per_user: tuple[str, str] | None = None
+    compare: tuple[str, ...] = ()
 
     @property
     def seeded(self) -> bool:

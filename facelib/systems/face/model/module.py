@@ -30,7 +30,7 @@ nothing then, so there is no FACE switch for it.
 
 Alignment rows (``align_batch``): ``triples`` aligns the 3B rows of the BPR batch, as the
 reference; ``entities`` aligns a batch of distinct users and items per step, one pass over
-the aligned entities per epoch (:mod:`facelib.systems.face.entities`). Entities held out of
+the aligned entities per epoch (:mod:`facelib.systems.face.model.entities`). Entities held out of
 the alignment never reach a loss; the validation ones give, at every evaluation, the
 descriptor-quality signal ``align_mrr`` (:meth:`FACE.validation_metrics`).
 """
@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelib.models.base import Regularizer
-from facelib.systems.face.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
-from facelib.systems.face.entities import EntityBatches, EntitySplit
-from facelib.systems.face.projection import ConceptProjection, ReconstructionHead, concept_layers
-from facelib.systems.face.prompt import ITEM, USER, PromptBuilder, entity_kinds, word_inputs
-from facelib.systems.face.quantizer import Quantized, TokenQuantizer, greedy_assign
+from facelib.systems.face.model.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
+from facelib.systems.face.model.entities import EntityBatches, EntitySplit
+from facelib.systems.face.model.projection import ConceptProjection, ReconstructionHead, concept_layers
+from facelib.systems.face.model.prompt import ITEM, USER, PromptBuilder, entity_kinds, word_inputs
+from facelib.systems.face.model.quantizer import Quantized, TokenQuantizer, greedy_assign
 
 if TYPE_CHECKING:
     from facelib.models.base import Backbone, BatchOutput
