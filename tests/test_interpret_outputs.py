@@ -71,7 +71,7 @@ def stage_run(tmp_path_factory):
 def test_stage_metrics_hold_item_retrieval_and_generation(stage_run):
     from facelib.systems.face.interpret.descriptors import VARIANTS
 
-    result, p, ds = stage_run["result"], stage_run["p"], stage_run["ds"]
+    result, ds = stage_run["result"], stage_run["ds"]
     saved = json.loads(result.paths.metrics.read_text())
     assert stage_run["root"] / "build" / "smoke" in result.paths.metrics.parents
     for m in (result.metrics, saved):

@@ -36,7 +36,7 @@ def _params(**kw) -> TextParams:
     ({"max_length": 4}, r"\[text.max_length\]"),
     ({"min_zipf": -1}, r"\[text.min_zipf\]"),
     ({"device": "gpu"}, r"\[text.device\]: unknown value"),
-    ({"dataset": "../etc"}, r"\[text.dataset\]: '../etc' is not a dataset name"),
+    ({"dataset": "../etc"}, r"\[text.dataset\]: '../etc' is not a file-name-safe name"),
     ({"batch_size": "64"}, r"expected int"),
     ({"seed": 1}, r"unknown key\(s\) seed"),
 ])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facelib import paths
-from facelib.config import param
+from facelib.config import DEFAULT_DATASET, param
 from facelib.data.acquire import SOURCES, obtain_raw
 from facelib.data.dataset import RecDataset, build_dataset, save_dataset
 from facelib.data.errors import DataError
@@ -21,7 +21,7 @@ DATASETS = (*SOURCES, "synthetic", "rlmrec")
 class DataParams:
     """``params.yaml`` section ``data``."""
 
-    dataset: str = param("ml-1m", choices=DATASETS,
+    dataset: str = param(DEFAULT_DATASET, choices=DATASETS,
                          help="ml-1m, ml-100k, synthetic, or rlmrec (files in rlmrec_dir)")
     min_rating: float = param(4.0, ge=0.0, le=5.0, help="ratings >= this are positives")
     seed: int = param(2023, ge=0, help="seed of the 3:1:1 split")

@@ -12,7 +12,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from facelib.systems.rows import System
-from facelib.results.systems import SYSTEMS, backbone_name
+from facelib.models.registry import backbone_label as backbone_name
+from facelib.results.systems import SYSTEMS
 from facelib.results.tables import metric_name
 
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from facelib.data.errors import DataError
 from facelib.eval import KS
-from facelib.models.registry import backbone_label as backbone_name
 from facelib.systems.rows import System
 from facelib.systems import ROWS_MODULE, systems
 

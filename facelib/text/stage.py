@@ -17,7 +17,6 @@ output or nothing):
 from __future__ import annotations
 
 import json
-import re
 import resource
 import shutil
 import sys
@@ -31,10 +30,9 @@ import numpy as np
 import pandas as pd
 
 from facelib import paths
-from facelib.config import ParamsError, param
+from facelib.config import dataset_param, device_param, param
 from facelib.data.dataset import load_dataset
 from facelib.io import publish
-from facelib.device import DEVICES
 from facelib.text.encoder import FrozenEncoder, TextError
 from facelib.text.profiles import BUILDERS, Profiles, select_builder
 from facelib.text.vocabulary import build_vocabulary, codebook
@@ -48,19 +46,14 @@ FILES = ("profiles.json", "user_emb.npy", "item_emb.npy", "vocabulary.csv", "cod
 class TextParams:
     """``params.yaml`` section ``text``."""
 
-    dataset: str = param("ml-1m", help="processed dataset name (data/processed/<name>)")
+    dataset: str = dataset_param()
     builder: str = param("auto", choices=BUILDERS,
                          help="profile builder: template, given (RLMRec), auto")
     batch_size: int = param(128, ge=1, le=4096, help="texts per encoder batch")
     max_length: int = param(256, ge=8, le=512, help="WordPiece tokens kept per profile")
     min_zipf: float = param(3.0, ge=0.0, le=8.0, help="vocabulary: min wordfreq Zipf")
     min_word_len: int = param(3, ge=1, le=20, help="vocabulary: min letters per word")
-    device: str = param("cpu", choices=DEVICES, help="cpu, cuda, or auto (cuda if present)")
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
-            raise ParamsError(f"params [text.dataset]: {self.dataset!r} is not a dataset "
-                              f"name; use the folder name under data/processed (e.g. ml-1m)")
+    device: str = device_param("cpu")
 
 
 @dataclass

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from facelib import paths
-from facelib.config import ParamsError, param
+from facelib.config import ParamsError, dataset_param, param
+from facelib.models.registry import BACKBONES
 from facelib.data.errors import DataError
 from facelib.systems.face.params import GROUP
 
@@ -43,8 +44,8 @@ class AblationError(DataError):
 class AblationsParams:
     """``params.yaml`` section ``ablations`` (the summary stage reads it)."""
 
-    dataset: str = param("ml-1m", help="processed dataset (filled from data.dataset)")
-    backbone: str = param("lightgcn", choices=("mf", "lightgcn", "simgcl"))
+    dataset: str = dataset_param()
+    backbone: str = param("lightgcn", choices=BACKBONES)
     seed: int = param(0, ge=0)
     variants: dict = param({}, help="tag -> face overrides ('--set key=value ...')")
 

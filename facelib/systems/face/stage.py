@@ -68,7 +68,7 @@ from facelib.eval import KS, Evaluator
 from facelib.io import StagedOutputs, atomic_file, write_json
 from facelib.models import Backbone
 from facelib.seed import seed_everything
-from facelib.systems.face.model.entities import EntityBatches, EntitySplit, split_entities
+from facelib.systems.face.model.entities import EntitySplit, split_entities
 from facelib.systems.face.model.module import FACE, REFERENCE_SWITCHES, FACEConfig
 from facelib.systems.face.params import FaceParams, FacePaths, face_paths
 from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainingError, fit,

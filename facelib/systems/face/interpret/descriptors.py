@@ -111,11 +111,26 @@ def nearest_descriptors(profile_emb: dict[str, np.ndarray], word_emb: np.ndarray
     return {kind: nearest_words(profile_emb[kind], word_emb, c) for kind in KINDS}
 
 
-def sample_ids(n: int, max_entities: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted ids of ``max_entities`` entities drawn without replacement (0 or >= n: all)."""
-    if max_entities <= 0 or max_entities >= n:
-        return np.arange(n)
-    return np.sort(rng.choice(n, max_entities, replace=False))
+def sample_ids(n: int, max_entities: int, rng: np.random.Generator,
+               pool: np.ndarray | None = None) -> np.ndarray:
+    """Sorted ids of ``max_entities`` entities drawn without replacement from ``pool``
+    (default: all ``n``; 0 or at least the pool's size: the whole pool)."""
+    pool = np.arange(n) if pool is None else np.sort(np.asarray(pool, dtype=np.int64))
+    if max_entities <= 0 or max_entities >= len(pool):
+        return pool
+    return np.sort(rng.choice(pool, max_entities, replace=False))
+
+
+def held_out_ids(path: Path, part: str = "test") -> dict[str, np.ndarray] | None:
+    """The ids of each entity type that the FACE run held out of its alignment as ``part``
+    (the descriptor CSV's ``split`` column), or None when it aligned every entity."""
+    table = pd.read_csv(path, keep_default_na=False, usecols=lambda c: c in (
+        "entity", "entity_id", "split"))
+    if "split" not in table or not (table["split"] == part).any():
+        return None
+    rows = table[table["split"] == part].drop_duplicates(["entity", "entity_id"])
+    return {kind: np.sort(rows.loc[rows.entity == kind, "entity_id"].to_numpy(np.int64))
+            for kind in KINDS}
 
 
 def prompt_text(kind: str, noun: str = "movie") -> str:

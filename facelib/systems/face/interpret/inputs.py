@@ -21,6 +21,7 @@ from facelib.systems.face.interpret.descriptors import (
     KINDS,
     Descriptors,
     descriptor_sentences,
+    held_out_ids,
     nearest_descriptors,
     random_descriptors,
     read_descriptors,
@@ -42,6 +43,7 @@ class StudyInputs:
     sets: dict[Key, Descriptors]
     sample: dict[str, np.ndarray]  # kind -> sorted sampled ids
     root: Path  # where the descriptors were read
+    held_out: bool = False  # the sample is of entities the alignment never saw
 
     @property
     def n(self) -> dict[str, int]:
@@ -85,9 +87,28 @@ def load_inputs(p: InterpretParams, root: Path) -> StudyInputs:
         raise InterpretError(f"the descriptor files under {root}/data/systems/face/{p.dataset} hold "
                              f"different numbers of words per entity ({sorted(counts)}); "
                              f"rerun the face stage (dvc repro face)")
+    pools = _test_entities(p, root)
     rng = np.random.default_rng(p.seed)
-    sample = {kind: sample_ids(n[kind], p.max_entities, rng) for kind in KINDS}
-    return StudyInputs(ds=ds, art=art, words=words, sets=sets, sample=sample, root=root)
+    sample = {kind: sample_ids(n[kind], p.max_entities, rng,
+                               None if pools is None else pools[kind]) for kind in KINDS}
+    return StudyInputs(ds=ds, art=art, words=words, sets=sets, sample=sample, root=root,
+                       held_out=pools is not None)
+
+
+def _test_entities(p: InterpretParams, root: Path) -> dict[str, np.ndarray] | None:
+    """The users and items every studied FACE run held out of its alignment as test
+    entities (the studies then sample from them, so no study reads an aligned entity's
+    profile), or None when the runs aligned every entity."""
+    found = [held_out_ids(descriptor_path(root, p.dataset, b, s, "face"))
+             for b in p.backbones for s in p.seeds]
+    if all(f is None for f in found):
+        return None
+    if any(f is None for f in found) or any(
+            any(not np.array_equal(f[k], found[0][k]) for k in KINDS) for f in found[1:]):
+        raise InterpretError(f"the FACE runs under {root}/data/systems/face/{p.dataset} held "
+                             f"out different entities; rerun them with the same "
+                             f"face.align_holdout (dvc repro regularize)")
+    return found[0]
 
 
 def add_references(inp: StudyInputs, p: InterpretParams, word_emb: np.ndarray) -> None:

@@ -17,17 +17,15 @@ Outputs (``publish=True``; otherwise the same tree under ``build/smoke/``)::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from facelib import paths
-from facelib.config import ParamsError, param
+from facelib.config import ParamsError, dataset_param, device_param, param
 from facelib.data.errors import DataError
-from facelib.device import DEVICES
+from facelib.models.registry import BACKBONES
 from facelib.systems.face.params import GROUP, run_files
 
-BACKBONES = ("mf", "lightgcn", "simgcl")
 FIGURES = ("studies", "usage", "tsne", "items")
 
 
@@ -39,7 +37,7 @@ class InterpretError(DataError):
 class InterpretParams:
     """``params.yaml`` section ``interpret`` (the dataset comes from ``data.dataset``)."""
 
-    dataset: str = param("ml-1m", help="processed dataset (filled from data.dataset)")
+    dataset: str = dataset_param()
     backbones: list[str] = param(["lightgcn", "mf"], choices=BACKBONES,
                                  help="backbones whose FACE descriptors are studied")
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of the face runs")
@@ -54,14 +52,11 @@ class InterpretParams:
     case_studies: int = param(5, ge=1, help="users and items in the case-study tables")
     seed: int = param(0, ge=0, help="seed of the samples and of the random-words variant")
     batch_size: int = param(128, ge=1, le=4096, help="sentences per encoder batch")
-    device: str = param("cpu", choices=DEVICES, help="encoder device: cpu, cuda or auto")
+    device: str = device_param("cpu")
     num_threads: int = param(0, ge=0, help="CPU threads of torch, NumPy and scikit-learn "
                                              "(0: their default)")
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dataset):
-            raise ParamsError(f"params [interpret.dataset]: {self.dataset!r} is not a dataset "
-                              f"name; use the folder name under data/processed (e.g. ml-1m)")
         for key in ("backbones", "seeds", "retrieval_candidates"):
             values = list(getattr(self, key))
             if not values:

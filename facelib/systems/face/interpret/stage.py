@@ -222,6 +222,8 @@ def _run(p: InterpretParams, progress: bool, publish: bool,
         "word_num": inp.c, "vocabulary_size": len(inp.words),
         "profile_builder": inp.art.profiles.builder, "encoder": encoder.name,
         "entities": inp.n, "sampled": {k: len(v) for k, v in inp.sample.items()},
+        "sample_from": ("test entities held out of the alignment" if inp.held_out
+                        else "all entities (the alignment trained on their profiles)"),
         "sentences_encoded": emb.sentences_encoded,
         "chance": {"retrieval": {k: chance_metrics(inp.n[k]) for k in KINDS},
                    "jaccard": random_jaccard(inp.c, len(inp.words)),

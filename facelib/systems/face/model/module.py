@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from facelib.models.base import Regularizer
 from facelib.systems.face.model.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
