@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro ablations test browser lab bench bench-face clean
+.PHONY: setup repro ablations budget test browser lab bench bench-face clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ repro: $(STAMP)
 # then the report again, so that reports/index.html links the ablations page
 ablations: $(STAMP)
 	dvc repro ablations/dvc.yaml
+	dvc repro --force --single-item report
+
+# FACE's alignment budget curve (budget/dvc.yaml) from the study's map checkpoint of one
+# run; then the report again, so that reports/index.html links the curve
+budget: $(STAMP)
+	dvc repro budget/dvc.yaml
 	dvc repro --force --single-item report
 
 test: $(STAMP) browser

@@ -38,6 +38,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "results": ("60_results.ipynb", "facelib.results:ResultsParams"),
     "interpret": ("70_interpret.ipynb", "facelib.systems.face.interpret:InterpretParams"),
     "ablations": ("80_ablations.ipynb", "facelib.systems.face.ablations:AblationsParams"),
+    "budget": ("81_budget.ipynb", "facelib.systems.face.budget:BudgetParams"),
 }
 
 

@@ -42,10 +42,12 @@ def write_text_artifacts(ds, encoder, folder) -> None:
         np.save(folder / f"{kind}_emb.npy", emb[kind])
     vocab.to_csv(folder / "vocabulary.csv", index=False)
     np.save(folder / "codebook.npy", codebook(encoder, vocab).numpy())
+    words = gen.standard_normal((V, encoder.dim)).astype(np.float32)
+    np.save(folder / "word_emb.npy", words / np.linalg.norm(words, axis=1, keepdims=True))
     (folder / "profiles.json").write_text(json.dumps(
         {"builder": "test", "user": ["u"] * ds.n_users, "item": ["i"] * ds.n_items}))
     (folder / "meta.json").write_text(json.dumps(
-        {"format": 1, "dim": encoder.dim, "n_users": ds.n_users, "n_items": ds.n_items,
+        {"format": 2, "dim": encoder.dim, "n_users": ds.n_users, "n_items": ds.n_items,
          "vocabulary_size": V, "builder": "test"}))
 
 

@@ -10,6 +10,8 @@ output or nothing):
 ``item_emb.npy``        [n_items, 384] float32, unit norm: encoded item profiles
 ``vocabulary.csv``      ``word,token_id`` sorted by token id (V rows)
 ``codebook.npy``        [V, 384] float32: token-embedding rows of the vocabulary
+``word_emb.npy``        [V, 384] float32, unit norm: each vocabulary word encoded alone (the
+                        sentence space the descriptor studies compare words in)
 ``meta.json``           builder, encoder, dims, counts, parameters; written last
 ======================  =================================================================
 """
@@ -37,9 +39,9 @@ from facelib.text.encoder import FrozenEncoder, TextError
 from facelib.text.profiles import BUILDERS, Profiles, select_builder
 from facelib.text.vocabulary import build_vocabulary, codebook
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILES = ("profiles.json", "user_emb.npy", "item_emb.npy", "vocabulary.csv", "codebook.npy",
-         "meta.json")
+         "word_emb.npy", "meta.json")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class TextArtifacts:
     item_emb: np.ndarray  # [n_items, 384] float32
     vocabulary: pd.DataFrame  # word, token_id (V rows)
     codebook: np.ndarray  # [V, 384] float32
+    word_emb: np.ndarray  # [V, 384] float32, each word encoded alone
     meta: dict[str, Any]
 
 
@@ -75,7 +78,8 @@ def peak_rss_mb() -> float:
 
 
 def _write(out: Path, profiles: Profiles, user_emb: np.ndarray, item_emb: np.ndarray,
-           vocab: pd.DataFrame, cb: np.ndarray, meta: dict[str, Any]) -> None:
+           vocab: pd.DataFrame, cb: np.ndarray, word_emb: np.ndarray,
+           meta: dict[str, Any]) -> None:
     """Write all files into a temporary sibling of ``out``, then swap it in."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -87,6 +91,7 @@ def _write(out: Path, profiles: Profiles, user_emb: np.ndarray, item_emb: np.nda
         np.save(tmp / "item_emb.npy", item_emb)
         vocab.to_csv(tmp / "vocabulary.csv", index=False)
         np.save(tmp / "codebook.npy", cb)
+        np.save(tmp / "word_emb.npy", word_emb)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
@@ -122,6 +127,8 @@ def run_text_stage(p: TextParams, progress: bool = False) -> dict[str, Any]:
         raise TextError(f"the vocabulary is empty (min_zipf {p.min_zipf}, min_word_len "
                         f"{p.min_word_len}); lower text.min_zipf or text.min_word_len")
     cb = codebook(encoder, vocab).numpy()  # [V, 384]
+    word_emb = encoder.encode_texts(vocab["word"].astype(str).tolist(), p.batch_size,
+                                    p.max_length, progress)  # [V, 384]
     lap("vocabulary")
     n_tokens = np.array([len(x) for x in encoder.token_ids(profiles.user + profiles.item,
                                                            max_length=None)])
@@ -135,7 +142,7 @@ def run_text_stage(p: TextParams, progress: bool = False) -> dict[str, Any]:
         "max_length": p.max_length, "min_zipf": p.min_zipf, "min_word_len": p.min_word_len,
     }
     out = paths.text_dir(p.dataset)
-    _write(out, profiles, user_emb, item_emb, vocab, cb, meta)
+    _write(out, profiles, user_emb, item_emb, vocab, cb, word_emb, meta)
     lap("write")
     return {
         "dataset": ds.name,
@@ -171,13 +178,16 @@ def load_text_artifacts(name: str) -> TextArtifacts:
         vocab = pd.read_csv(folder / "vocabulary.csv", keep_default_na=False,
                             dtype={"word": str, "token_id": np.int64})
         cb = np.load(folder / "codebook.npy")
+        word_emb = np.load(folder / "word_emb.npy")
     except (OSError, ValueError, KeyError) as exc:
         raise TextError(f"text artifacts at {folder} are corrupt ({type(exc).__name__}); "
                         f"run the text stage again") from None
     dim = meta.get("dim")
     expected = {"user_emb": (meta.get("n_users"), dim), "item_emb": (meta.get("n_items"), dim),
                 "codebook": (meta.get("vocabulary_size"), dim)}
-    actual = {"user_emb": user_emb.shape, "item_emb": item_emb.shape, "codebook": cb.shape}
+    expected["word_emb"] = expected["codebook"]
+    actual = {"user_emb": user_emb.shape, "item_emb": item_emb.shape, "codebook": cb.shape,
+              "word_emb": word_emb.shape}
     if (meta.get("format") != FORMAT_VERSION or expected != actual
             or len(profiles.user) != meta.get("n_users")
             or len(profiles.item) != meta.get("n_items")
@@ -185,4 +195,4 @@ def load_text_artifacts(name: str) -> TextArtifacts:
         raise TextError(f"text artifacts at {folder} are inconsistent (format or shapes); "
                         f"run the text stage again")
     return TextArtifacts(profiles=profiles, user_emb=user_emb, item_emb=item_emb,
-                         vocabulary=vocab, codebook=cb, meta=meta)
+                         vocabulary=vocab, codebook=cb, word_emb=word_emb, meta=meta)

@@ -88,9 +88,10 @@ class Phase:
         name: e.g. ``"train"``, ``"map"``, ``"align"`` (history rows carry it).
         max_epochs: the phase's epoch cap.
         regularizers: plug-ins whose losses join the backbone's in this phase.
-        steps_per_epoch: batches of BPR triples per epoch; 0 = a full pass over the training
-            interactions, unless a plug-in's :meth:`Regularizer.on_epoch_start` asks for a
-            number of steps (an alignment epoch over entities).
+        steps_per_epoch: at most this many batches of BPR triples per epoch (0: no bound);
+            an epoch is a full pass over the training interactions, or the number of steps a
+            plug-in's :meth:`Regularizer.on_epoch_start` asks for (an alignment epoch over
+            entities), whichever is smaller.
         select: the validation key early stopping watches (higher is better): a ranking
             metric (``"recall@20"``) or a plug-in's validation signal (``"align_mrr"``).
         start: called when the phase starts or resumes, before any state is loaded (e.g.
@@ -397,7 +398,9 @@ def fit(
                 m.train()
             t0 = time.perf_counter()
             asked = [n for r in regs if (n := r.on_epoch_start(model, epoch, rng)) is not None]
-            max_steps = min(asked) if asked else ph.steps_per_epoch
+            if ph.steps_per_epoch:
+                asked.append(ph.steps_per_epoch)
+            max_steps = min(asked) if asked else 0
             means, steps = train_epoch(model, regs, optimizer, sampler, rng, cfg.batch_size,
                                        device, epoch, max_steps)
             row: dict[str, Any] = {"epoch": offset + epoch, "phase": ph.name,

@@ -188,7 +188,7 @@ def _run(p: InterpretParams, progress: bool, publish: bool,
     check_checkpoints(inp, p)
     encoder = FrozenEncoder.load(p.device)
     lap("load")
-    word_emb = encoder.encode_texts(list(inp.words), p.batch_size, progress=progress)
+    word_emb = inp.art.word_emb  # [V, 384]: each vocabulary word encoded alone (text stage)
     add_references(inp, p, word_emb)
     emb = SentenceEmbeddings(encoder, inp.words, inp.ds.item_noun, inp.sample, p.batch_size,
                              progress)

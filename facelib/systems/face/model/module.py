@@ -327,15 +327,23 @@ class FACE(Regularizer):
         text = encode_prompts(self.text_encoder, embeds, mask, self.config.encoder_dropout)
         return info_nce(text, targets, self.config.tau)
 
-    @torch.no_grad()
     def validation_metrics(self, model: Backbone) -> dict[str, float]:
         """Descriptor quality on the validation entities (align stage with held-out
-        entities; else nothing): each entity's descriptor sentence (exact words, encoder in
-        eval mode) ranks all profiles of its type; ``align_mrr_user`` / ``align_mrr_item``
-        are the mean reciprocal ranks of the own profile, ``align_mrr`` their mean, and
-        ``align_loss`` the unweighted InfoNCE among the validation rows."""
+        entities; else nothing): see :meth:`descriptor_quality`."""
         if self.config.stage != "align" or self.entities is None:
             return {}
+        return self.descriptor_quality(model, "valid")
+
+    @torch.no_grad()
+    def descriptor_quality(self, model: Backbone, part: str) -> dict[str, float]:
+        """How well the descriptors of the held-out ``part`` ("valid" or "test") entities
+        find their own profiles: each entity's descriptor sentence (exact words, encoder in
+        eval mode) ranks all profiles of its type; ``align_mrr_user`` / ``align_mrr_item``
+        are the mean reciprocal ranks of the own profile, ``align_mrr`` their mean, and
+        ``align_loss`` the unweighted InfoNCE among those rows (align stage only)."""
+        if self.config.stage != "align" or self.entities is None:
+            raise RuntimeError("descriptor_quality needs an align-stage FACE with held-out "
+                               "entities (face.align_holdout > 0)")
         assert self.user_profiles is not None and self.item_profiles is not None
         was_training = self.training
         self.eval()
@@ -343,8 +351,8 @@ class FACE(Regularizer):
         out: dict[str, float] = {}
         texts, targets = [], []
         for kind, emb, ids, profiles in (
-                ("user", user_emb, self.entities.users["valid"], self.user_profiles),
-                ("item", item_emb, self.entities.items["valid"], self.item_profiles)):
+                ("user", user_emb, self.entities.users[part], self.user_profiles),
+                ("item", item_emb, self.entities.items[part], self.item_profiles)):
             if len(ids) == 0:
                 continue
             idx = torch.from_numpy(ids).to(emb.device)
@@ -382,8 +390,9 @@ class FACE(Regularizer):
             self.train(was_training)
 
     @torch.no_grad()
-    def encode_descriptors(self, indices: Tensor, kinds: Tensor) -> Tensor:
-        """Frozen-encoder embeddings [N, d_s] of descriptor prompts (exact words, eval mode).
+    def encode_descriptors(self, indices: Tensor, kinds: Tensor, batch_size: int = 256) -> Tensor:
+        """Frozen-encoder embeddings [N, d_s] of descriptor prompts (exact words, eval mode,
+        ``batch_size`` sequences at a time).
 
         indices [N, C] word indices (from :meth:`describe`), kinds [N] USER/ITEM: the
         descriptor sentences used for descriptor -> profile retrieval.
@@ -392,9 +401,12 @@ class FACE(Regularizer):
             raise RuntimeError(
                 "encode_descriptors needs an align-stage FACE: build it with stage='align'"
             )
-        words = self.quantizer.codebook_tokens[indices]
-        embeds, mask = self.prompt(words, kinds)
-        return encode_prompts(self.text_encoder, embeds, mask, dropout=False)
+        out = []
+        for rows in torch.arange(len(indices), device=indices.device).split(batch_size):
+            words = self.quantizer.codebook_tokens[indices[rows]]  # [b, C, d_t]
+            embeds, mask = self.prompt(words, kinds[rows])
+            out.append(encode_prompts(self.text_encoder, embeds, mask, dropout=False))
+        return torch.cat(out) if out else indices.new_zeros((0, self.text_encoder.dim)).float()
 
     @torch.no_grad()
     def decode_words(self, indices: Tensor, batch_size: int = 1024) -> Tensor:
