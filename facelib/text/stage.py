@@ -171,6 +171,14 @@ def load_text_artifacts(name: str) -> TextArtifacts:
                         f"stage first (`dvc repro text` or notebooks/20_text.ipynb)")
     try:
         meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TextError(f"text artifacts at {folder} are corrupt ({type(exc).__name__} in "
+                        f"meta.json); run the text stage again") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise TextError(f"text artifacts at {folder} have format {meta.get('format')}, not "
+                        f"{FORMAT_VERSION} (an older version wrote them); run the text stage "
+                        f"again (dvc repro text)")
+    try:
         prof = json.loads((folder / "profiles.json").read_text())
         profiles = Profiles(user=prof["user"], item=prof["item"], builder=prof["builder"])
         user_emb = np.load(folder / "user_emb.npy")

@@ -328,13 +328,15 @@ def prepare_smoke_inputs(p: FaceParams, progress: bool = False) -> None:
     processed dataset, its text artifacts, and a tiny pretrained backbone (build/smoke)."""
     from facelib.config import build
     from facelib.data import DataParams, prepare_dataset
-    from facelib.text import TextParams
+    from facelib.text import TextError, TextParams, load_text_artifacts
     from facelib.text.stage import run_text_stage
     from facelib.train import TrainCFParams, run_train_cf
 
     if p.dataset == "synthetic" and not (paths.processed_dir(p.dataset) / "meta.json").exists():
         prepare_dataset(build(DataParams, {"dataset": "synthetic"}, "data"))
-    if not (paths.text_dir(p.dataset) / "meta.json").exists():
+    try:
+        load_text_artifacts(p.dataset)
+    except TextError:  # missing, or written by an older version
         run_text_stage(build(TextParams, {"dataset": p.dataset, "device": "cpu"}, "text"),
                        progress)
     if not face_paths(p, publish=False).pretrained.is_file():
