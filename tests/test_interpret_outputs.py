@@ -384,3 +384,15 @@ def test_missing_map_checkpoint_is_a_one_line_error_before_the_encoder(stage_run
             run_interpret(p)
     finally:
         moved.rename(path)
+
+
+def test_scope_sentence_names_the_entities_and_the_capped_runs():
+    from facelib.systems.face.interpret.summary import scope_sentence
+
+    m = {"sample_from": "test entities held out of the alignment",
+         "stopped_by": {"lightgcn-0": "early_stopping", "lightgcn-1": "cap"}}
+    s = scope_sentence(m)
+    assert s.startswith("The studies read test entities held out of the alignment")
+    assert "1 of 2 FACE runs ended at an epoch or step cap (lightgcn-1)" in s
+    m["stopped_by"]["lightgcn-1"] = "early_stopping"
+    assert "all 2 FACE runs ended by early stopping" in scope_sentence(m)

@@ -26,7 +26,7 @@ def per_user_base(seed: int) -> dict[str, np.ndarray]:
 
 
 def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, control=True,
-              dataset="ml-1m"):
+              dataset="ml-1m", capped=None):
     """Metrics JSON + per-user arrays in the real layout. FACE = base + ``shift`` on every
     user; map = base; control = base (or absent: ``control: null``, no arrays)."""
     write_json({"dataset": dataset, "test": {m: 0.05 for m in METRICS}},
@@ -39,9 +39,11 @@ def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, contro
             if control:
                 systems["control"] = base
             mean = {k: {m: float(v.mean()) for m, v in a.items()} for k, a in systems.items()}
-            write_json({"dataset": dataset, "test": mean["base"]},
+            write_json({"dataset": dataset, "test": mean["base"],
+                        "stopped_by": "cap" if (b, s) == capped else "early_stopping"},
                        root / f"reports/metrics/cf/{b}-{s}.json")
             write_json({"dataset": dataset, "base": {"test": mean["base"]},
+                        "stopped_by": "early_stopping",
                         "face": {"test": mean["face"], "map": {"test": mean["map"]}},
                         "control": {"test": mean["control"]} if control else None,
                         "bounds": {"map_steps_per_epoch": 5, "word_num": 16},
@@ -149,7 +151,7 @@ def test_stage_on_a_hand_made_tree(tmp_path):
 def test_no_gain_is_reported_as_such(tmp_path):
     make_tree(tmp_path, shift=0.0)
     res = compute_results(params(), tmp_path)
-    assert res.sentences == [res.sentences[0]]
+    assert len(res.sentences) == 2 and "early stopping" in res.sentences[1]
     assert "FACE is identical on every user to the base model (+0.0000 Recall@20" \
         in res.sentences[0]
     assert (res.significance.p_wilcoxon == 1.0).all()
@@ -243,3 +245,13 @@ def test_bad_params_are_one_line_errors(values, words):
     with pytest.raises(ParamsError) as exc:
         build(ResultsParams, values, "results")
     assert words in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_sentences_say_whether_every_run_converged(tmp_path):
+    make_tree(tmp_path)
+    res = compute_results(params(), tmp_path)
+    assert "All 6 trained runs in this table ended by early stopping" in res.sentences[-1]
+    make_tree(tmp_path, capped=("lightgcn", 1))
+    res = compute_results(params(), tmp_path)
+    assert res.sentences[-1].startswith("1 of 6 trained runs ended at an epoch or step cap")
+    assert "lightgcn-1.json" in res.sentences[-1]

@@ -205,6 +205,9 @@ def compute_results(p: ResultsParams, root: Path | None = None, produced: str | 
                       stacklevel=2)
     sentences = [tables.backbone_sentence(b, sig, p.comparisons, p.headline[0], p.alpha,
                                           p.ci, registry) for b in p.backbones]
+    converged = tables.convergence_sentence(runs)
+    if converged:
+        sentences.append(converged)
     produced = produced or dt.datetime.now(dt.timezone.utc).date().isoformat()
     prov = provenance(runs, root, p, produced)
     res = Results(p, runs, summary, sig, diffs, sentences, prov, gap)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -142,6 +143,23 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
     parts.append("seeds " + ", ".join(map(str, prov.get("seeds", []))))
     parts.append("test split, full ranking over all items")
     return "; ".join(parts) + "."
+
+
+def convergence_sentence(runs: Sequence[Any]) -> str:
+    """Whether every tabulated run ended by early stopping (its metrics JSON's
+    ``stopped_by``), written from the records; names the runs a cap ended."""
+    seen = {str(r.source): r.record.get("stopped_by") for r in runs
+            if "stopped_by" in r.record or r.system == "base"}
+    capped = sorted(p for p, s in seen.items() if s != "early_stopping")
+    if not seen:
+        return ""
+    if not capped:
+        return (f"All {len(seen)} trained runs in this table ended by early stopping on "
+                f"validation (none by an epoch cap).")
+    shown = ", ".join(Path(p).name for p in capped[:6]) + (" ..." if len(capped) > 6 else "")
+    return (f"{len(capped)} of {len(seen)} trained runs ended at an epoch or step cap, not by "
+            f"early stopping, so their numbers measure the budget rather than the method: "
+            f"{shown}.")
 
 
 def results_markdown(summary_md: str, sig_md: str, sentences: Sequence[str],

@@ -64,7 +64,7 @@ from facelib.systems.face.interpret.studies import (
     stability_records,
     usage_records,
 )
-from facelib.systems.face.interpret.summary import aggregate, verdicts
+from facelib.systems.face.interpret.summary import aggregate, scope_sentence, verdicts
 from facelib.systems.face.interpret.usage import random_jaccard, usage_counts
 
 N_LABELS = 8  # items labelled on the t-SNE map
@@ -78,6 +78,22 @@ class InterpretResult:
     cases: dict[str, pd.DataFrame]
     figures: dict[str, Any]
     paths: InterpretPaths
+
+
+def run_convergence(p: InterpretParams, root: Any) -> dict[str, str | None]:
+    """How each studied FACE run ended (its metrics JSON's ``stopped_by``; None when the
+    file is missing or predates the field)."""
+    import json
+
+    from facelib.systems.face.params import GROUP, run_files
+
+    out: dict[str, str | None] = {}
+    for b in p.backbones:
+        for s in p.seeds:
+            path = run_files(root, GROUP, p.dataset, f"{b}-{s}")["metrics"]
+            out[f"{b}-{s}"] = (json.loads(path.read_text()).get("stopped_by")
+                               if path.is_file() else None)
+    return out
 
 
 def tsne_map(inp: StudyInputs, p: InterpretParams) -> Any:
@@ -235,7 +251,8 @@ def _run(p: InterpretParams, progress: bool, publish: bool,
         "device": str(encoder.device), "threads": torch.get_num_threads(),
         "params": asdict(p),
     }
-    metrics["verdicts"] = verdicts(metrics)
+    metrics["stopped_by"] = run_convergence(p, inp.root)
+    metrics["verdicts"] = [scope_sentence(metrics), *verdicts(metrics)]
     b, s = p.backbones[0], p.seeds[0]
     figures = {"studies": plot_studies(metrics), "items": plot_items(metrics),
                "usage": plot_usage({LABELS[v]: usage_counts(np.concatenate(

@@ -201,6 +201,20 @@ def item_sentences(metrics: dict[str, Any], backbone: str) -> list[str]:
     return out
 
 
+def scope_sentence(metrics: dict[str, Any]) -> str:
+    """Which entities the studies read and whether the FACE runs converged."""
+    runs = metrics.get("stopped_by") or {}
+    capped = sorted(r for r, s in runs.items() if s != "early_stopping")
+    where = metrics.get("sample_from", "all entities")
+    if not runs:
+        return f"The studies read {where}."
+    if capped:
+        return (f"The studies read {where}; {len(capped)} of {len(runs)} FACE runs ended at an "
+                f"epoch or step cap ({', '.join(capped)}), so their descriptors show the budget "
+                f"as much as the method.")
+    return (f"The studies read {where}; all {len(runs)} FACE runs ended by early stopping.")
+
+
 def verdicts(metrics: dict[str, Any]) -> list[str]:
     """One sentence per study, backbone and headline metric, written from the numbers."""
     out = []
