@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro ablations budget test browser lab bench bench-face clean
+.PHONY: setup repro exp ablations budget test browser lab bench bench-face clean
 
 setup: $(STAMP)
 
@@ -23,9 +23,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m dvc config --local core.analytics false 2>/dev/null || true
 	touch $(STAMP)
 
-# the study (dvc.yaml); `dvc repro -P` would also run the ablations
+# the study (dvc.yaml), every params.yaml section validated before DVC touches an output;
+# `dvc repro -P` would also run the ablations and the budget curve
 repro: $(STAMP)
+	$(PY) -m facelib.pipeline validate
 	dvc repro dvc.yaml
+
+# an experiment with changed params, validated first: make exp SET="face.word_num=8"
+exp: $(STAMP)
+	$(PY) -m facelib.pipeline validate $(foreach s,$(SET),--set $(s))
+	dvc exp run $(foreach s,$(SET),-S $(s))
 
 # FACE ablations on one run (ablations/dvc.yaml), kept out of `make repro`'s hour;
 # then the report again, so that reports/index.html links the ablations page

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import fields
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from facelib import paths
-from facelib.config import ParamsError, as_dict, build, read_params_file
+from facelib.config import DEFAULT_DATASET, ParamsError, as_dict, build, read_params_file
 from facelib.io import publish
 from facelib.systems import NOTEBOOK, PARAMS_CLASS, systems
 
@@ -49,19 +50,61 @@ def params_class(stage: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def stage_params(stage: str, overrides: dict[str, Any] | None = None) -> Any:
-    """The validated parameters of ``stage`` from params.yaml, with ``overrides`` applied.
+def stage_params(stage: str, overrides: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+    """The validated parameters of ``stage`` from params.yaml (or ``params``), with
+    ``overrides`` applied.
 
     Stages after ``data`` whose parameters have a ``dataset`` field take it from
-    ``data.dataset`` (one source of truth), unless overridden.
+    ``data.dataset`` (one source of truth), unless overridden. An explicit override beats a
+    per-backbone value of ``backbone_overrides`` for the same key.
     """
-    params = read_params_file()
+    params = read_params_file() if params is None else params
     cls = params_class(stage)
     section = dict(params.get(stage) or {})
     if stage != "data" and "dataset" in {f.name for f in fields(cls)}:
-        section.setdefault("dataset", (params.get("data") or {}).get("dataset", "ml-1m"))
-    section.update(overrides or {})
+        section.setdefault("dataset", (params.get("data") or {}).get("dataset", DEFAULT_DATASET))
+    overrides = dict(overrides or {})
+    per_backbone = section.get("backbone_overrides")
+    if isinstance(per_backbone, dict) and overrides:
+        section["backbone_overrides"] = {
+            b: ({k: v for k, v in vals.items() if k not in overrides}
+                if isinstance(vals, dict) else vals) for b, vals in per_backbone.items()}
+    section.update(overrides)
     return build(cls, section, stage)
+
+
+def validate_params(params: dict[str, Any] | None = None) -> list[str]:
+    """Validate every section of params.yaml (or ``params``) before any stage runs: an
+    unknown or misspelt section name and any bad value raise a one-line
+    :class:`ParamsError` (with the closest known name). Returns the sections checked."""
+    import difflib
+
+    params = read_params_file() if params is None else params
+    for name in params:
+        if name not in STAGES:
+            close = difflib.get_close_matches(str(name), list(STAGES), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(STAGES)}"
+            raise ParamsError(f"params.yaml has an unknown section [{name}]; {hint} (fix the "
+                              f"name or remove the section)")
+        if not isinstance(params[name], dict):
+            raise ParamsError(f"params [{name}]: expected a mapping of keys, got "
+                              f"{type(params[name]).__name__}; fix it in params.yaml")
+        stage_params(name, params=params)
+    return list(params)
+
+
+def _with_sets(params: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with ``section.key=value`` overrides applied (a copy)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
+    for dotted, value in sets.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ParamsError(f"--set {dotted}={value!r}: expected section.key=value here")
+        if not isinstance(out.get(section), dict):
+            out[section] = {}
+        out[section][key] = value
+    return out
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -92,6 +135,8 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
     os.close(fd)
     env_backup = os.environ.get("FACELIB_ROOT")
     os.environ["FACELIB_ROOT"] = str(root)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, `kill`: clean up as for Ctrl-C
     try:
         pm.execute_notebook(str(src), tmp, parameters=parameters, kernel_name="python3",
                             progress_bar=False, cwd=str(root / "notebooks"))
@@ -105,6 +150,7 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
         raise SystemExit(f"stage {stage} failed: {ename}: {msg} (executed notebook kept at "
                          f"{failed.relative_to(root)})") from None
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         if os.path.exists(tmp):  # interrupted (Ctrl-C, kill): leave nothing half-written
             os.remove(tmp)
         if env_backup is None:
@@ -114,10 +160,16 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
     return out
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facelib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
+    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}, or validate (check every "
+                                      f"section of params.yaml, with --set SECTION.KEY=VALUE "
+                                      f"as dvc exp run -S would set it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter of the stage (repeatable)")
     parser.add_argument("--suffix", default="", help="suffix of the executed notebook's name")
@@ -125,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the executed notebook (default reports/notebooks)")
     args = parser.parse_args(argv)
     try:
+        if args.stage == "validate":
+            checked = validate_params(_with_sets(read_params_file(), _parse_set(args.set)))
+            print(f"params.yaml: {len(checked)} sections valid ({', '.join(checked)})")
+            return 0
         out = run_stage(args.stage, _parse_set(args.set), args.suffix, args.out_dir)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -67,3 +67,47 @@ def test_a_successful_run_publishes_notebook_and_metrics(sandbox):
     assert again == sandbox / "reports" / "other" / "10_data-x.ipynb" and again.is_file()
     assert (sandbox / "reports" / "metrics" / "data.json").exists()
     assert (sandbox / "data" / "processed" / "synthetic" / "meta.json").exists()
+
+
+def test_validate_checks_every_section_before_any_stage(sandbox, capsys):
+    assert pipeline.main(["validate"]) == 0
+    assert "sections valid" in capsys.readouterr().out
+    text = (sandbox / "params.yaml").read_text()
+    (sandbox / "params.yaml").write_text(text.replace("train_cf:", "train-cf:"))
+    assert pipeline.main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown section [train-cf]; did you mean 'train_cf'?" in err and err.count("\n") == 1
+    (sandbox / "params.yaml").write_text(text)
+    assert pipeline.main(["validate", "--set", "face.word_num=0"]) == 2  # as dvc exp run -S
+    assert "[face.word_num]: 0 is out of range" in capsys.readouterr().err
+    assert pipeline.main(["validate", "--set", "face.lr=1e-3"]) == 0  # YAML 1.1 string: a number
+
+
+def test_an_explicit_override_beats_a_per_backbone_value(sandbox):
+    (sandbox / "params.yaml").write_text(
+        "train_cf:\n  max_epochs: 30\n  backbone_overrides:\n    lightgcn: {max_epochs: 12}\n")
+    p = pipeline.stage_params("train_cf", {"backbone": "lightgcn"}).resolved()
+    assert p.max_epochs == 12  # the per-backbone value applies ...
+    p = pipeline.stage_params("train_cf", {"backbone": "lightgcn", "max_epochs": 2}).resolved()
+    assert p.max_epochs == 2   # ... unless the key is set explicitly
+
+
+def test_sigterm_leaves_no_half_written_notebook(sandbox):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "FACELIB_ROOT": str(sandbox)}
+    proc = subprocess.Popen([sys.executable, "-m", "facelib.pipeline", "data", "--set",
+                             "dataset=synthetic"], env=env, cwd=sandbox)
+    folder = sandbox / "reports" / "notebooks"
+    for _ in range(600):  # wait until the temporary notebook exists, then kill
+        if folder.is_dir() and list(folder.glob(".10_data-*")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list(folder.glob(".*")) and not (folder / "10_data.ipynb").exists()
