@@ -14,7 +14,6 @@ from facelib.eval import KS, Evaluator, evaluate, topk_metrics
 from facelib.eval.ranking import block_bounds
 from facelib.models import MostPopular
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -53,7 +53,7 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     """Sorted distinct cut-offs; ``ValueError`` unless all are >= 1."""
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive cut-offs, got {tuple(ks)}")
-    return tuple(sorted(set(int(k) for k in ks)))
+    return tuple(sorted({int(k) for k in ks}))
 
 
 def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:

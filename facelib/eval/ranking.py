@@ -24,6 +24,7 @@ preallocated [M, k] result. The scores, masking and top-k are those of a plain
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -31,8 +32,17 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from facelib.eval.metrics import (DEFAULT_METRICS, KS, PAD, PerUserMetrics, check_ks,
-                                  check_metrics, check_topk, hit_matrix, metrics_from_hits)
+from facelib.eval.metrics import (
+    DEFAULT_METRICS,
+    KS,
+    PAD,
+    PerUserMetrics,
+    check_ks,
+    check_metrics,
+    check_topk,
+    hit_matrix,
+    metrics_from_hits,
+)
 
 # users per call of an arbitrary scorer and upper bound on the rows of a score block
 DEFAULT_BATCH_SIZE = 2048
@@ -59,7 +69,7 @@ def block_bounds(n_rows: int, max_rows: int) -> list[tuple[int, int]]:
     size, extra = divmod(n_rows, n_blocks)
     sizes = [size + 1] * extra + [size] * (n_blocks - extra)
     edges = np.cumsum([0] + sizes)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in pairwise(edges)]
 
 
 def mask_scores_(scores: Tensor, flat: np.ndarray | Tensor) -> None:
