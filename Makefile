@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro exp ablations budget test browser lab bench bench-face clean
+.PHONY: setup repro exp ablations budget test browser lab bench bench-eval bench-lightgcn bench-face clean
 
 setup: $(STAMP)
 
@@ -59,8 +59,14 @@ browser:
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)
+# our LightGCN vs torch_geometric's (training epoch), then the full-ranking evaluator
+bench: bench-lightgcn bench-eval
+
+bench-lightgcn: $(STAMP)
 	$(PY) benchmarks/lightgcn_vs_pyg.py
+
+bench-eval: $(STAMP)
+	$(PY) benchmarks/eval_speed.py
 
 bench-face: $(STAMP)
 	$(PY) benchmarks/face_step.py --json reports/benchmarks/face_step_cpu.json
