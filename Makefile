@@ -68,8 +68,15 @@ bench-lightgcn: $(STAMP)
 bench-eval: $(STAMP)
 	$(PY) benchmarks/eval_speed.py
 
-bench-face: $(STAMP)
-	$(PY) benchmarks/face_step.py --json reports/benchmarks/face_step_cpu.json
+# FACE step cost: this tree against the FACE code of BASELINE_COMMIT (checked out, once, as a
+# detached worktree in the git-ignored build/baseline), timed in the same run
+BASELINE_COMMIT := 8e9a1e4
+build/baseline:
+	git worktree add --force --detach build/baseline $(BASELINE_COMMIT)
+
+bench-face: $(STAMP) | build/baseline
+	$(PY) benchmarks/face_step.py --baseline-src build/baseline \
+	  --json reports/benchmarks/face_step_cpu.json
 
 clean:
 	rm -rf build .pytest_cache

@@ -75,12 +75,46 @@ def encoder_mode(encoder: TextEncoder, dropout: bool) -> Iterator[None]:
         encoder.model.train(was_training)
 
 
+@contextmanager
+def attention_implementation(encoder: TextEncoder, name: str | None) -> Iterator[None]:
+    """Run a Hugging Face encoder with attention implementation ``name`` ("eager", "sdpa");
+    restore the previous one after. None, or a model without ``set_attn_implementation``:
+    unchanged. The autograd graph keeps the ops of the forward, so a backward after the
+    block is unaffected."""
+    model = encoder.model
+    setter = getattr(model, "set_attn_implementation", None)
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if name is None or setter is None or before is None or before == name:
+        yield
+        return
+    setter(name)
+    try:
+        yield
+    finally:
+        setter(before)
+
+
 def encode_prompts(
-    encoder: TextEncoder, inputs_embeds: Tensor, attention_mask: Tensor, dropout: bool = False
+    encoder: TextEncoder,
+    inputs_embeds: Tensor,
+    attention_mask: Tensor,
+    dropout: bool = False,
+    bf16: bool = False,
 ) -> Tensor:
     """Frozen-encoder embeddings of prompt sequences [N, L, d_t] -> [N, d_s], with gradient.
 
     With equal prompt lengths the mask is all ones, the reference's computation.
+
+    ``bf16``: the encoder runs under ``torch.autocast(dtype=torch.bfloat16)`` (matmuls and
+    attention in bf16; residual sums, LayerNorms and the pooled output in float32), forward
+    and backward; the result is float32. On the CPU its attention then runs as Hugging
+    Face's "eager" matmul + softmax instead of ``scaled_dot_product_attention``, whose CPU
+    flash kernel is about 2x slower in bf16 at these lengths (L = 46, head size 32); the
+    maths is the same. float32 keeps the encoder's own implementation (sdpa).
     """
-    with encoder_mode(encoder, dropout):
-        return encoder.encode_embeddings(inputs_embeds, attention_mask)
+    device = inputs_embeds.device.type
+    eager = "eager" if bf16 and device == "cpu" else None
+    with encoder_mode(encoder, dropout), attention_implementation(encoder, eager), \
+            torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        out = encoder.encode_embeddings(inputs_embeds, attention_mask)
+    return out.float()

@@ -48,6 +48,7 @@ from torch import Tensor
 from facelib.models.base import Regularizer
 from facelib.systems.face.model.alignment import TextEncoder, encode_prompts, info_nce, sample_rows
 from facelib.systems.face.model.entities import EntityBatches, EntitySplit
+from facelib.systems.face.model.heap import keep_freed_memory
 from facelib.systems.face.model.projection import ConceptProjection, ReconstructionHead, concept_layers
 from facelib.systems.face.model.prompt import ITEM, USER, PromptBuilder, entity_kinds, word_inputs
 from facelib.systems.face.model.quantizer import Quantized, TokenQuantizer, greedy_assign
@@ -85,6 +86,23 @@ class FACEConfig:
     ``align_entities`` (None = all 3B rows, the paper) bounds the rows aligned per step;
     ``decoder_same_init`` gives the decoder layer the encoder layer's initial weights
     (the reference's deep copy).
+
+    Speed switches, all on by default after ``benchmarks/face_step.py`` (2-core CPU with
+    AVX512-BF16, paper sizes: ``reports/benchmarks/face_step_cpu.json``). ``bf16`` and
+    ``fast_dropout`` change rounding or random draws, not the method; with both off a step
+    gives the earlier code's losses and gradients (float32 rounding):
+
+    - ``bf16``: the concept layers and the frozen text encoder run under bf16 autocast
+      (projection, quantizer, head and losses stay float32); on the CPU the text encoder's
+      attention then runs as eager matmul + softmax. Turn it off on CPUs without native
+      bf16 (AVX512-BF16 or AMX), where bf16 matmuls are emulated.
+    - ``fast_dropout``: the concept layers' dropout masks come from
+      :class:`~facelib.systems.face.model.dropout.FastDropout` (same distribution, another
+      random stream) instead of ``nn.Dropout``.
+    - ``reuse_heap``: constructing FACE makes glibc's malloc keep freed memory for reuse
+      (:func:`~facelib.systems.face.model.heap.keep_freed_memory`, process-wide), so the
+      step's large buffers are not page-faulted anew every step; allocation only, same
+      results.
     """
 
     word_num: int = 16
@@ -106,6 +124,9 @@ class FACEConfig:
     encoder_dropout: bool = False
     pinv_words: bool = False
     reference_init: bool = False
+    bf16: bool = True
+    fast_dropout: bool = True
+    reuse_heap: bool = True
 
     def __post_init__(self) -> None:
         for name in ("word_num", "word_dim", "ffn_dim"):
@@ -184,9 +205,12 @@ class FACE(Regularizer):
         super().__init__()
         cfg = config
         self.config = cfg.with_stage("map")
+        if cfg.reuse_heap:
+            keep_freed_memory()
         self.projection = ConceptProjection(emb_dim, cfg.word_num, cfg.word_dim, cfg.reference_init)
         self.concept_encoder, self.concept_decoder = concept_layers(
-            cfg.word_dim, cfg.ffn_dim, cfg.dropout, cfg.decoder_same_init
+            cfg.word_dim, cfg.ffn_dim, cfg.dropout, cfg.decoder_same_init, cfg.bf16,
+            cfg.fast_dropout,
         )
         self.head = ReconstructionHead(emb_dim, cfg.word_num, cfg.word_dim)
         self.quantizer = TokenQuantizer(
@@ -324,7 +348,8 @@ class FACE(Regularizer):
             kinds, targets = kinds[rows], targets[rows]
         words = word_inputs(self.quantizer, z_q_st, indices, self.config.pinv_words)  # [N, C, d_t]
         embeds, mask = self.prompt(words, kinds)  # [N, L, d_t], [N, L]
-        text = encode_prompts(self.text_encoder, embeds, mask, self.config.encoder_dropout)
+        text = encode_prompts(self.text_encoder, embeds, mask, self.config.encoder_dropout,
+                              self.config.bf16)
         return info_nce(text, targets, self.config.tau)
 
     def validation_metrics(self, model: Backbone) -> dict[str, float]:

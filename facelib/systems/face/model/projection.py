@@ -14,9 +14,13 @@ Pipeline pieces defined here (paper sections 3a, 3b, 3d)::
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from facelib.systems.face.model.dropout import FastDropout
 
 
 class ConceptProjection(nn.Module):
@@ -53,20 +57,92 @@ class ConceptProjection(nn.Module):
         return torch.einsum("nd,cdk->nck", x, self.weight) + self.bias
 
 
-def concept_layers(
-    word_dim: int, ffn_dim: int = 2048, dropout: float = 0.1, same_init: bool = True
-) -> tuple[nn.TransformerEncoderLayer, nn.TransformerEncoderLayer]:
-    """The encoder and decoder layers over the C concept tokens: ``(Enc, Enc_2)``.
+class ConceptLayer(nn.TransformerEncoderLayer):
+    """``nn.TransformerEncoderLayer`` (post-LN, batch_first) over the C concept tokens, with a
+    leaner self-attention block and an optional bf16 autocast.
 
-    Each is one ``nn.TransformerEncoderLayer`` with d_model D, 1 head, FFN ``ffn_dim``
-    (2048), ``dropout`` (0.1), ReLU, post-LN, batch_first, no positional encoding (the C
-    tokens are an unordered set to the layer; concept identity comes from W_c, b_c). With
-    ``same_init`` (the reference, quirk 9.1) the decoder is a deep copy of the encoder:
-    independent parameters with identical initial weights; otherwise it is freshly drawn.
+    Same parameters and state-dict keys as the PyTorch layer (``self_attn.in_proj_weight``
+    [3D, D], ``self_attn.in_proj_bias``, ``self_attn.out_proj``, ``linear1``, ``linear2``,
+    ``norm1``, ``norm2``) and the same maths::
+
+        [q, k, v] = x W_in^T + b_in                       x [N, C, D] -> 3 x [N, h, C, D/h]
+        a = softmax(q k^T / sqrt(D/h)) v                  scaled_dot_product_attention,
+                                                          attention dropout in training
+        x = norm1(x + dropout1(a W_out^T + b_out))
+        x = norm2(x + dropout2(linear2(dropout(relu(linear1(x))))))
+
+    The self-attention block calls ``scaled_dot_product_attention`` on views of one packed
+    projection instead of ``nn.MultiheadAttention``'s sequence-first path, which transposes
+    the batch, splits q/k/v by ``select`` (whose backward zero-fills and adds three
+    [3, C, N, D] buffers) and copies them back. Dropout masks have the same shapes, memory
+    layouts and order, so a seeded step draws the same masks as the PyTorch layer.
+
+    ``bf16``: run the layer under ``torch.autocast(dtype=torch.bfloat16)`` (matmuls in
+    bf16, residual sums and LayerNorm outputs stay float32); the output is float32.
+    ``fast_dropout``: the three hidden dropouts (``dropout1``, ``dropout``, ``dropout2``)
+    are :class:`~facelib.systems.face.model.dropout.FastDropout` (same distribution, masks from a
+    faster generator); the attention-weight dropout inside ``scaled_dot_product_attention``
+    stays PyTorch's ([N, h, C, C], small).
     """
 
-    def make() -> nn.TransformerEncoderLayer:
-        return nn.TransformerEncoderLayer(
+    def __init__(self, *args: Any, bf16: bool = False, fast_dropout: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bf16 = bf16
+        if fast_dropout:
+            self.dropout = FastDropout(self.dropout.p)
+            self.dropout1 = FastDropout(self.dropout1.p)
+            self.dropout2 = FastDropout(self.dropout2.p)
+
+    def forward(self, src: Tensor, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        """src [N, C, D] -> [N, C, D] (float32)."""
+        with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = super().forward(src, *args, **kwargs)
+        return out.float()
+
+    def _sa_block(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        if attn_mask is not None or key_padding_mask is not None or is_causal:
+            return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+        attn = self.self_attn
+        n, length, dim = x.shape
+        heads = attn.num_heads
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, C, 3D]
+        q, k, v = qkv.view(n, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(  # [N, h, C, D/h]
+            q, k, v, dropout_p=attn.dropout if self.training else 0.0
+        )
+        # sequence-first rows, as nn.MultiheadAttention lays them out: dropout1 then draws
+        # its mask over the same memory order as the PyTorch layer
+        out = out.permute(2, 0, 1, 3).reshape(length * n, dim)  # [C*N, D]
+        out = F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+        return self.dropout1(out.view(length, n, dim).transpose(0, 1))  # [N, C, D]
+
+
+def concept_layers(
+    word_dim: int,
+    ffn_dim: int = 2048,
+    dropout: float = 0.1,
+    same_init: bool = True,
+    bf16: bool = False,
+    fast_dropout: bool = False,
+) -> tuple[ConceptLayer, ConceptLayer]:
+    """The encoder and decoder layers over the C concept tokens: ``(Enc, Enc_2)``.
+
+    Each is one :class:`ConceptLayer` (an ``nn.TransformerEncoderLayer``) with d_model D,
+    1 head, FFN ``ffn_dim`` (2048), ``dropout`` (0.1), ReLU, post-LN, batch_first, no
+    positional encoding (the C tokens are an unordered set to the layer; concept identity
+    comes from W_c, b_c). With ``same_init`` (the reference, quirk 9.1) the decoder is a
+    deep copy of the encoder: independent parameters with identical initial weights;
+    otherwise it is freshly drawn. ``bf16`` and ``fast_dropout``: see :class:`ConceptLayer`.
+    """
+
+    def make() -> ConceptLayer:
+        return ConceptLayer(
             d_model=word_dim,
             nhead=1,
             dim_feedforward=ffn_dim,
@@ -74,6 +150,8 @@ def concept_layers(
             activation="relu",
             batch_first=True,
             norm_first=False,
+            bf16=bf16,
+            fast_dropout=fast_dropout,
         )
 
     encoder = make()

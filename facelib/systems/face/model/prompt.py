@@ -141,7 +141,8 @@ class PromptBuilder(nn.Module):
     def forward(self, words: Tensor, kinds: Tensor) -> tuple[Tensor, Tensor]:
         """words [N, C, d_t], kinds [N] (USER/ITEM) -> (inputs_embeds [N, L, d_t], mask [N, L]).
 
-        Differentiable in ``words`` (an out-of-place scatter into the cached templates).
+        Differentiable in ``words``: the words are scattered in place into one gathered
+        copy of the cached templates (the templates themselves are never written).
         """
         if words.shape[1] != self.word_num:
             raise ValueError(
@@ -149,5 +150,6 @@ class PromptBuilder(nn.Module):
                 f"C={self.word_num}: build the PromptBuilder with the same word_num"
             )
         slots = self.slots[kinds].unsqueeze(-1).expand(-1, -1, words.shape[-1])  # [N, C, d_t]
-        embeds = self.templates[kinds].scatter(1, slots, words.to(self.templates.dtype))
+        embeds = self.templates[kinds]  # a fresh [N, L, d_t] copy, no gradient of its own
+        embeds.scatter_(1, slots, words.to(embeds.dtype))
         return embeds, self.masks[kinds]

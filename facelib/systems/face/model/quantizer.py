@@ -40,10 +40,31 @@ class Quantized(NamedTuple):
     loss_commit: Tensor  # scalar
 
 
-def squared_distances(z: Tensor, codebook: Tensor) -> Tensor:
-    """``||z||^2 + ||e||^2 - 2 z.e``: z [N, D], codebook [V, D] -> [N, V] (one buffer)."""
-    out = torch.addmm(codebook.pow(2).sum(1).unsqueeze(0), z, codebook.t(), alpha=-2.0)
-    return out.add_(z.pow(2).sum(1, keepdim=True))
+def squared_distances(
+    z: Tensor, codebook: Tensor, codebook_sq: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
+    """``||z||^2 + ||e||^2 - 2 z.e``: z [N, D], codebook [V, D] -> [N, V] (one buffer).
+
+    ``codebook_sq`` [V] is ``||e||^2`` (computed here when None; pass it to reuse it across
+    calls) and ``out`` [N, V] an optional buffer to write into; neither changes the result.
+    """
+    if codebook_sq is None:
+        codebook_sq = codebook.pow(2).sum(1)
+    dist = torch.addmm(codebook_sq.unsqueeze(0), z, codebook.t(), alpha=-2.0, out=out)
+    return dist.add_(z.pow(2).sum(1, keepdim=True))
+
+
+def nearest_candidates(dist: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k smallest distances of each row and their words: dist [N, V] -> ([N, k], [N, k]).
+
+    Returned in (distance, index) order: ``topk`` selects, a stable sort orders ties by
+    index. Where a word left out ties with the k-th distance, ``topk`` may have kept a
+    higher index instead; :func:`greedy_assign` checks the rows where that matters.
+    """
+    vals, idx = dist.topk(k, dim=1, largest=False, sorted=False)
+    idx, perm = idx.sort(dim=1)
+    vals, perm = vals.gather(1, perm).sort(dim=1, stable=True)
+    return vals, idx.gather(1, perm)
 
 
 @torch.no_grad()
@@ -52,20 +73,40 @@ def greedy_assign(z_e: Tensor, codebook: Tensor) -> Tensor:
 
     For c = 0..C-1: ``k[n, c] = argmin_v dist[n, c, v]`` over the words not yet taken by
     concepts 0..c-1 of the same entity n, exactly the reference's loop that sets
-    ``dist[n, :, k_c] = +inf`` after each pick. Vectorised over entities: one [N, V] "taken"
-    mask replaces the reference's per-entity masking, and the distances of concept c are
-    computed when it is assigned, so the peak is one [N, V] buffer instead of [N, C, V].
-    Ties go to the lowest index (``argmin``). Needs C <= V.
+    ``dist[n, :, k_c] = +inf`` after each pick; ties go to the lowest index. Needs C <= V.
+
+    Concept c finds at most c of its words taken, so its pick is the first word not taken
+    among its c + 1 nearest words in (distance, index) order (:func:`nearest_candidates`):
+    each concept's [N, V] distances are scanned once for those candidates and the greedy
+    order is resolved on the small [N, c + 1] candidate arrays, instead of masking and
+    rescanning [N, V] per concept. A pick whose distance equals the (c + 1)-th candidate's
+    may hide a lower-index tie that ``topk`` left out; those rows (ties are rare with real
+    data) are resolved from a stable sort of their whole row. The distances are computed
+    per concept into one reused [N, V] buffer with the arithmetic of
+    :func:`squared_distances`, so the indices equal those of the masking loop it replaces
+    (compute a concept's distances, set taken words to +inf, argmin) exactly.
     """
     n, c_num, _ = z_e.shape
-    taken = torch.zeros(n, codebook.shape[0], dtype=torch.bool, device=z_e.device)
-    rows = torch.arange(n, device=z_e.device)
     out = torch.empty(n, c_num, dtype=torch.long, device=z_e.device)
+    codebook_sq = codebook.pow(2).sum(1)  # [V]
+    buf = torch.empty(n, codebook.shape[0], dtype=z_e.dtype, device=z_e.device)
     for c in range(c_num):
-        dist = squared_distances(z_e[:, c], codebook).masked_fill_(taken, float("inf"))
-        k = dist.argmin(1)
-        taken[rows, k] = True
-        out[:, c] = k
+        dist = squared_distances(z_e[:, c], codebook, codebook_sq, out=buf)  # [N, V]
+        if c == 0:
+            out[:, 0] = dist.argmin(1)
+            continue
+        vals, cand = nearest_candidates(dist, c + 1)  # [N, c + 1] each
+        taken = out[:, :c]
+        free = (cand.unsqueeze(2) != taken.unsqueeze(1)).all(2)  # >= 1 True per row
+        first = free.to(torch.uint8).argmax(1, keepdim=True)  # first free candidate
+        out[:, c] = cand.gather(1, first).squeeze(1)
+        unsure = (vals.gather(1, first) == vals[:, -1:]).squeeze(1)  # [N]
+        if bool(unsure.any()):
+            rows = unsure.nonzero().squeeze(1)
+            order = dist[rows].sort(dim=1, stable=True).indices[:, : c + 1]  # exact first c + 1
+            free = (order.unsqueeze(2) != taken[rows].unsqueeze(1)).all(2)
+            first = free.to(torch.uint8).argmax(1, keepdim=True)
+            out[rows, c] = order.gather(1, first).squeeze(1)
     return out
 
 
