@@ -92,8 +92,9 @@ class Phase:
             an epoch is a full pass over the training interactions, or the number of steps a
             plug-in's :meth:`Regularizer.on_epoch_start` asks for (an alignment epoch over
             entities), whichever is smaller.
-        select: the validation key early stopping watches (higher is better): a ranking
-            metric (``"recall@20"``) or a plug-in's validation signal (``"align_mrr"``).
+        select: the validation key early stopping watches, higher is better: a ranking
+            metric (``"recall@20"``) or a plug-in's validation signal (``"align_mrr"``); a
+            leading ``-`` watches a key where lower is better (``"-align_loss"``).
         start: called when the phase starts or resumes, before any state is loaded (e.g.
             FACE switches to its align stage).
         keep_state: keep the phase's best module states in its result (e.g. FACE's map
@@ -420,12 +421,13 @@ def fit(
                 row["eval_seconds"] = time.perf_counter() - t1
                 row.update({f"valid_{k}": v for k, v in metrics.items()
                             if k in ("recall@20", "ndcg@20") or "@" not in k})
-                if ph.select not in metrics:
-                    raise TrainingError(f"phase {ph.name} selects on {ph.select!r}, which no "
+                key, sign = ph.select.lstrip("-"), -1.0 if ph.select.startswith("-") else 1.0
+                if key not in metrics:
+                    raise TrainingError(f"phase {ph.name} selects on {key!r}, which no "
                                         f"validation pass gives (it has "
                                         f"{', '.join(sorted(metrics))})")
-                if metrics[ph.select] > st.best_metric:
-                    st.best_metric, st.best_epoch, st.best_valid = (metrics[ph.select], epoch,
+                if sign * metrics[key] > st.best_metric:
+                    st.best_metric, st.best_epoch, st.best_valid = (sign * metrics[key], epoch,
                                                                     metrics)
                     best_state, st.bad_evals = snapshot(modules), 0
                 else:

@@ -47,7 +47,8 @@ from facelib.train import FitConfig, Phase, fit
 from facelib.train.checkpoint import load_checkpoint
 from facelib.train.stage import output_root
 
-SELECT_KEYS = {"recall@20": "valid_recall@20", "align_mrr": "valid_align_mrr"}
+SELECT_KEYS = {"recall@20": "valid_recall@20", "align_mrr": "valid_align_mrr",
+               "align_loss": "-valid_align_loss"}
 
 
 class BudgetError(DataError):
@@ -108,10 +109,12 @@ def face_params(bp: BudgetParams, section: dict[str, Any]) -> FaceParams:
 
 def stop_epochs(history: list[dict[str, Any]], key: str, patience: int) -> dict[str, Any]:
     """Replay early stopping on one validation key of ``history`` (one row per epoch):
-    the epoch it would stop at and the epoch it would select (None: never stops)."""
+    the epoch it would stop at and the epoch it would select (None: never stops); a
+    leading ``-`` on ``key``: lower is better."""
+    sign = -1.0 if key.startswith("-") else 1.0
     best, best_epoch, bad = -math.inf, 0, 0
     for row in history:
-        value = row.get(key, math.nan)
+        value = sign * row.get(key.lstrip("-"), math.nan)
         if value > best:
             best, best_epoch, bad = value, row["phase_epoch"], 0
         else:

@@ -17,7 +17,8 @@ from facelib.systems.face.model.module import ALIGN_BATCHES, REFERENCE_SWITCHES,
 from facelib.train.stage import output_root, state_path
 
 _D = FACEConfig()
-ALIGN_SELECT = ("recall@20", "align_mrr")
+# the align phase's stopping rule -> the validation key it watches ("-": lower is better)
+ALIGN_SELECT = {"recall@20": "recall@20", "align_mrr": "align_mrr", "align_loss": "-align_loss"}
 GROUP = "systems/face"  # output folders of the study's runs: <kind>/systems/face/...
 
 
@@ -47,9 +48,10 @@ class FaceParams:
                              help="align rows: triples (the reference) | entities (distinct)")
     align_batch_size: int = param(_D.align_batch_size, ge=2,
                                   help="entities per alignment batch (align_batch entities)")
-    align_select: str = param("recall@20", choices=ALIGN_SELECT,
-                              help="align stage stops on validation recall@20 (the reference) "
-                                   "or align_mrr (descriptor quality of held-out entities)")
+    align_select: str = param("recall@20", choices=tuple(ALIGN_SELECT),
+                              help="align stage stops on validation recall@20 (the reference), "
+                                   "or on held-out entities' align_mrr (descriptor -> profile "
+                                   "retrieval) or align_loss (InfoNCE)")
     align_holdout: float = param(0.0, ge=0.0, lt=0.5,
                                  help="share of users and items held out of the alignment as "
                                       "validation, and as many as test (0: none, the paper)")
@@ -71,9 +73,10 @@ class FaceParams:
         if self.align_entities == 1:
             raise ParamsError("params [face.align_entities]: 1 row leaves no negative; use 0 "
                               "(all rows) or >= 2")
-        if self.align_select == "align_mrr" and self.align_holdout == 0:
-            raise ParamsError("params [face.align_select]: align_mrr needs held-out entities; "
-                              "set face.align_holdout > 0 (e.g. 0.1) or select recall@20")
+        if self.align_select != "recall@20" and self.align_holdout == 0:
+            raise ParamsError(f"params [face.align_select]: {self.align_select} needs held-out "
+                              f"entities; set face.align_holdout > 0 (e.g. 0.1) or select "
+                              f"recall@20")
 
     def run_name(self) -> str:
         return f"{self.backbone}-{self.seed}" + (f"-{self.tag}" if self.tag else "")

@@ -70,7 +70,7 @@ from facelib.models import Backbone
 from facelib.seed import seed_everything
 from facelib.systems.face.model.entities import EntitySplit, split_entities
 from facelib.systems.face.model.module import FACE, REFERENCE_SWITCHES, FACEConfig
-from facelib.systems.face.params import FaceParams, FacePaths, face_paths
+from facelib.systems.face.params import ALIGN_SELECT, FaceParams, FacePaths, face_paths
 from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainingError, fit,
                            load_backbone, save_checkpoint, save_per_user)
 from facelib.train.checkpoint import load_checkpoint
@@ -129,7 +129,7 @@ def face_phases(p: FaceParams, face: FACE, enter_align: Any) -> list[Phase]:
     """The FACE run: map (recall@20) then align (``align_select``), one FACE module."""
     return [Phase("map", p.map_max_epochs, (face,), p.map_steps_per_epoch, keep_state=True),
             Phase("align", p.align_max_epochs, (face,), p.align_steps_per_epoch,
-                  select=p.align_select, start=enter_align)]
+                  select=ALIGN_SELECT[p.align_select], start=enter_align)]
 
 
 def control_phases(p: FaceParams, align_steps: int) -> list[Phase]:
