@@ -222,3 +222,26 @@ def test_run_train_cf_outputs_and_reload(repo):
     floor = run_most_popular("synthetic", publish=True)
     assert json.loads((repo / "reports" / "metrics" / "cf" / "most_popular.json").read_text()) \
         == floor
+
+
+def test_an_interrupted_run_leaves_the_previous_outputs_whole(repo):
+    """Outputs are published together when a run has finished: a run that dies half-way
+    changes none of the files of the previous finished run, and its resumable state lives
+    in build/state, not beside them."""
+    p = build(TrainCFParams, {"dataset": "synthetic", "backbone": "mf", "seed": 0, "dim": 8,
+                              "lr": 0.01, "batch_size": 256, "max_epochs": 4,
+                              "device": "cpu"}, "train_cf")
+    out = run_train_cf(p, publish=True)["paths"]
+    files = (out.checkpoint, out.metrics, out.log, out.per_user)
+    before = {f: f.read_bytes() for f in files}
+
+    def die(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_train_cf(build(TrainCFParams, {**vars(p), "lr": 0.02}, "train_cf"),
+                     publish=True, callback=die)
+    assert {f: f.read_bytes() for f in files} == before
+    assert out.state.is_file() and repo / "build" / "state" in out.state.parents
+    assert not list((repo / "build").glob(".staging-*"))
