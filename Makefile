@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro exp ablations budget test browser lab bench bench-eval bench-lightgcn bench-face clean
+.PHONY: setup repro exp ablations budget repro-profile test browser lab bench bench-eval bench-lightgcn bench-face clean
 
 setup: $(STAMP)
 
@@ -26,12 +26,12 @@ $(STAMP): pyproject.toml
 # the study (dvc.yaml), every params.yaml section validated before DVC touches an output;
 # `dvc repro -P` would also run the ablations and the budget curve
 repro: $(STAMP)
-	$(PY) -m facelib.pipeline validate
+	$(PY) -m facelib.validate
 	dvc repro dvc.yaml
 
 # an experiment with changed params, validated first: make exp SET="face.word_num=8"
 exp: $(STAMP)
-	$(PY) -m facelib.pipeline validate $(foreach s,$(SET),--set $(s))
+	$(PY) -m facelib.validate $(foreach s,$(SET),--set $(s))
 	dvc exp run $(foreach s,$(SET),-S $(s))
 
 # FACE ablations on one run (ablations/dvc.yaml), kept out of `make repro`'s hour;
@@ -45,6 +45,16 @@ ablations: $(STAMP)
 budget: $(STAMP)
 	dvc repro budget/dvc.yaml
 	dvc repro --force --single-item report
+
+# a compute profile beside the default study (profiles/<name>.yaml, default ml-1m), in its
+# own work tree build/profiles/<name> with the committed code; its reports are collected
+# into reports/profiles/<name>/
+PROFILE ?= ml-1m
+repro-profile: $(STAMP)
+	@test -d build/profiles/$(PROFILE) || git worktree add --force --detach build/profiles/$(PROFILE) HEAD
+	$(PY) -m facelib.profiles apply $(PROFILE)
+	cd build/profiles/$(PROFILE) && FACELIB_ROOT=$$PWD $(CURDIR)/$(VENV)/bin/dvc repro dvc.yaml
+	$(PY) -m facelib.profiles collect $(PROFILE)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q

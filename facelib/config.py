@@ -51,7 +51,7 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-DEFAULT_DATASET = "ml-1m"
+DEFAULT_DATASET = "ml-100k"
 DEVICES = ("cpu", "cuda", "auto")
 
 

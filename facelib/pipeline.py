@@ -43,6 +43,9 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
+STUDY = "study"  # the section every matrix reads (facelib.study)
+
+
 def params_class(stage: str) -> type:
     if stage not in STAGES:
         raise ParamsError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -62,8 +65,14 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
     params = read_params_file() if params is None else params
     cls = params_class(stage)
     section = dict(params.get(stage) or {})
-    if stage != "data" and "dataset" in {f.name for f in fields(cls)}:
+    names = {f.name for f in fields(cls)}
+    if stage != "data" and "dataset" in names:
         section.setdefault("dataset", (params.get("data") or {}).get("dataset", DEFAULT_DATASET))
+    study = params.get(STUDY) or {}
+    if stage in ("results", "interpret") and isinstance(study, dict):  # what was run
+        for name, key in (("backbones", "regularized"), ("seeds", "seeds")):
+            if name in names and key in study:
+                section.setdefault(name, study[key])
     overrides = dict(overrides or {})
     per_backbone = section.get("backbone_overrides")
     if isinstance(per_backbone, dict) and overrides:
@@ -72,39 +81,6 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
                 if isinstance(vals, dict) else vals) for b, vals in per_backbone.items()}
     section.update(overrides)
     return build(cls, section, stage)
-
-
-def validate_params(params: dict[str, Any] | None = None) -> list[str]:
-    """Validate every section of params.yaml (or ``params``) before any stage runs: an
-    unknown or misspelt section name and any bad value raise a one-line
-    :class:`ParamsError` (with the closest known name). Returns the sections checked."""
-    import difflib
-
-    params = read_params_file() if params is None else params
-    for name in params:
-        if name not in STAGES:
-            close = difflib.get_close_matches(str(name), list(STAGES), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(STAGES)}"
-            raise ParamsError(f"params.yaml has an unknown section [{name}]; {hint} (fix the "
-                              f"name or remove the section)")
-        if not isinstance(params[name], dict):
-            raise ParamsError(f"params [{name}]: expected a mapping of keys, got "
-                              f"{type(params[name]).__name__}; fix it in params.yaml")
-        stage_params(name, params=params)
-    return list(params)
-
-
-def _with_sets(params: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with ``section.key=value`` overrides applied (a copy)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
-    for dotted, value in sets.items():
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ParamsError(f"--set {dotted}={value!r}: expected section.key=value here")
-        if not isinstance(out.get(section), dict):
-            out[section] = {}
-        out[section][key] = value
-    return out
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -167,9 +143,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facelib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}, or validate (check every "
-                                      f"section of params.yaml, with --set SECTION.KEY=VALUE "
-                                      f"as dvc exp run -S would set it)")
+    parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter of the stage (repeatable)")
     parser.add_argument("--suffix", default="", help="suffix of the executed notebook's name")
@@ -177,10 +151,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the executed notebook (default reports/notebooks)")
     args = parser.parse_args(argv)
     try:
-        if args.stage == "validate":
-            checked = validate_params(_with_sets(read_params_file(), _parse_set(args.set)))
-            print(f"params.yaml: {len(checked)} sections valid ({', '.join(checked)})")
-            return 0
         out = run_stage(args.stage, _parse_set(args.set), args.suffix, args.out_dir)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -70,17 +70,21 @@ def test_a_successful_run_publishes_notebook_and_metrics(sandbox):
 
 
 def test_validate_checks_every_section_before_any_stage(sandbox, capsys):
-    assert pipeline.main(["validate"]) == 0
+    from facelib import validate
+
+    assert validate.main([]) == 0
     assert "sections valid" in capsys.readouterr().out
     text = (sandbox / "params.yaml").read_text()
     (sandbox / "params.yaml").write_text(text.replace("train_cf:", "train-cf:"))
-    assert pipeline.main(["validate"]) == 2
+    assert validate.main([]) == 2
     err = capsys.readouterr().err
     assert "unknown section [train-cf]; did you mean 'train_cf'?" in err and err.count("\n") == 1
     (sandbox / "params.yaml").write_text(text)
-    assert pipeline.main(["validate", "--set", "face.word_num=0"]) == 2  # as dvc exp run -S
+    assert validate.main(["--set", "face.word_num=0"]) == 2  # as dvc exp run -S
     assert "[face.word_num]: 0 is out of range" in capsys.readouterr().err
-    assert pipeline.main(["validate", "--set", "face.lr=1e-3"]) == 0  # YAML 1.1 string: a number
+    assert validate.main(["--set", "face.lr=1e-3"]) == 0  # YAML 1.1 string: a number
+    assert validate.main(["--set", "study.regularized=[gcn]"]) == 2
+    assert "[study.regularized]: unknown value 'gcn'" in capsys.readouterr().err
 
 
 def test_an_explicit_override_beats_a_per_backbone_value(sandbox):
