@@ -9,7 +9,7 @@ from facelib.pipeline import STAGES, params_class, stage_params
 
 def test_defaults_validate():
     p = build(DataParams, {}, "data")
-    assert p.dataset == "ml-1m" and p.min_rating == 4.0
+    assert p.dataset == "ml-100k" and p.min_rating == 4.0
 
 
 @pytest.mark.parametrize(

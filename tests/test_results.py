@@ -60,7 +60,7 @@ def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, contro
 
 
 def params(**kw) -> ResultsParams:
-    return build(ResultsParams, {"backbones": ["lightgcn"], **kw}, "results")
+    return build(ResultsParams, {"backbones": ["lightgcn"], "dataset": "ml-1m", **kw}, "results")
 
 
 # ------------------------------------------------------------------ paired tests
@@ -255,3 +255,24 @@ def test_sentences_say_whether_every_run_converged(tmp_path):
     res = compute_results(params(), tmp_path)
     assert res.sentences[-1].startswith("1 of 6 trained runs ended at an epoch or step cap")
     assert "lightgcn-1.json" in res.sentences[-1]
+
+
+def test_flagged_runs_and_unreadable_per_user_files_are_said(tmp_path):
+    make_tree(tmp_path)
+    path = tmp_path / "reports/metrics/cf/lightgcn-0.json"
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "flags": ["below_most_popular"]}))
+    res = compute_results(params(), tmp_path)
+    assert "Flagged runs: lightgcn-0.json (below_most_popular)" in res.sentences[-1]
+    (tmp_path / "data/cf/ml-1m/per_user-lightgcn-1.npz").write_bytes(b"truncated")
+    with pytest.raises(ResultsError, match=r"per_user-lightgcn-1\.npz are unreadable "
+                                           r"\(\w+\); re-run: dvc repro train_cf"):
+        compute_results(params(), tmp_path)
+
+
+def test_warning_flags_catch_an_exploding_loss():
+    from facelib.train.loop import warning_flags
+
+    rows = [{"phase": "train", "loss": v} for v in (1.0, 0.5, 0.4, 0.45)]
+    assert warning_flags(rows) == []
+    assert warning_flags(rows + [{"phase": "train", "loss": 1e12}]) == ["diverging"]

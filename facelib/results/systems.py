@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,13 @@ def load_per_user(root: Path, system: System, backbone: str, seeds: Sequence[int
         if not path.is_file():
             raise ResultsError(f"per-user test metrics missing: {rel}; re-run the "
                                f"{system.stage} stage: dvc repro {system.stage}")
-        with np.load(path) as npz:
+        try:
+            npz_file = np.load(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ResultsError(f"per-user test metrics {rel} are unreadable "
+                               f"({type(exc).__name__}); re-run: dvc repro {system.stage}"
+                               ) from None
+        with npz_file as npz:
             names = [f"{prefix}.{m}" for m in metrics]
             if not all(n in npz for n in names):
                 if system.required or any(n in npz for n in names):

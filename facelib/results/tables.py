@@ -153,13 +153,17 @@ def convergence_sentence(runs: Sequence[Any]) -> str:
     capped = sorted(p for p, s in seen.items() if s != "early_stopping")
     if not seen:
         return ""
+    flagged = sorted({f"{Path(str(r.source)).name} ({', '.join(r.record['flags'])})"
+                      for r in runs if r.record.get("flags")})
+    warn = (f" Flagged runs: {'; '.join(flagged)} (diverging: the training loss exploded; "
+            f"below_most_popular: no better than the popularity floor)." if flagged else "")
     if not capped:
         return (f"All {len(seen)} trained runs in this table ended by early stopping on "
-                f"validation (none by an epoch cap).")
+                f"validation (none by an epoch cap).{warn}")
     shown = ", ".join(Path(p).name for p in capped[:6]) + (" ..." if len(capped) > 6 else "")
     return (f"{len(capped)} of {len(seen)} trained runs ended at an epoch or step cap, not by "
             f"early stopping, so their numbers measure the budget rather than the method: "
-            f"{shown}.")
+            f"{shown}.{warn}")
 
 
 def results_markdown(summary_md: str, sig_md: str, sentences: Sequence[str],

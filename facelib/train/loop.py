@@ -206,6 +206,21 @@ class FitResult:
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
+DIVERGED = 10.0  # a loss that ends this many times above its minimum has diverged
+
+
+def warning_flags(history: list[dict[str, Any]]) -> list[str]:
+    """``"diverging"`` when a phase's training loss ended ``DIVERGED`` times above its
+    lowest value (finite but exploding); the caller adds its own (e.g. below the floor)."""
+    flags = []
+    phases: dict[str, list[float]] = {}
+    for row in history:
+        phases.setdefault(row.get("phase", ""), []).append(abs(float(row["loss"])))
+    for losses in phases.values():
+        if losses and losses[-1] > DIVERGED * max(min(losses), 1e-12):
+            flags.append("diverging")
+            break
+    return flags
 
 
 def snapshot(modules: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:

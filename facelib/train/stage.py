@@ -7,8 +7,10 @@ published together when the run has finished:
 - ``checkpoints/cf/<dataset>/<backbone>-<seed>.pt``: the best-validation weights, the run's
   parameters and test metrics, marked finished (load with :func:`load_backbone`);
 - ``reports/metrics/cf/<backbone>-<seed>.json``: test and best-validation metrics
-  @5/10/20, best epoch, epochs run, how the run stopped, seconds per epoch, the effective
-  parameters, and the most-popular floor on the same split;
+  @5/10/20, best epoch, epochs run, how the run stopped, warning ``flags``
+  (``diverging``: the loss exploded; ``below_most_popular``: test Recall@20 at or under the
+  floor), seconds per epoch, the effective parameters, and the most-popular floor on the
+  same split;
 - ``reports/logs/cf/<backbone>-<seed>.csv``: one row per epoch (DVC plots);
 - ``data/cf/<dataset>/per_user-<backbone>-<seed>.npz``: per-user test metrics (paired
   tests of any system against its base model);
@@ -38,7 +40,8 @@ from facelib.io import StagedOutputs, atomic_file, write_json
 from facelib.models import Backbone, MostPopular, make_backbone
 from facelib.seed import seed_everything
 from facelib.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from facelib.train.loop import EpochCallback, FitConfig, FitResult, fit, write_log
+from facelib.train.loop import (EpochCallback, FitConfig, FitResult, fit, warning_flags,
+                                write_log)
 from facelib.train.params import TrainCFParams
 
 
@@ -137,15 +140,19 @@ def run_train_cf(p: TrainCFParams, progress: bool = False, publish: bool = False
     res: FitResult = fit(model, ds, fit_config(p), rng, device=device,
                          checkpoint_path=out.state, resume=p.resume, run_params=run_params,
                          progress=progress, callback=callback)
+    floor = most_popular_metrics(ds, "test", p.eval_batch_size)
+    flags = warning_flags(res.history)
+    if res.test["recall@20"] <= floor["recall@20"]:
+        flags.append("below_most_popular")
     metrics = {
         "dataset": p.dataset, "backbone": p.backbone, "seed": p.seed,
         "test": res.test, "valid": res.best_valid, "best_epoch": res.best_epoch,
-        "epochs_run": res.epochs_run, "stopped_by": res.stopped_by,
+        "epochs_run": res.epochs_run, "stopped_by": res.stopped_by, "flags": flags,
         "seconds_per_epoch": round(res.seconds_per_epoch, 4),
         "eval_seconds": round(res.eval_seconds, 4),
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "device": str(device), "threads": torch.get_num_threads(),
-        "most_popular": {"test": most_popular_metrics(ds, "test", p.eval_batch_size)},
+        "most_popular": {"test": floor},
         "params": {k: v for k, v in asdict(p).items() if k != "backbone_overrides"},
     }
     with StagedOutputs(paths.repo_root() / "build") as staged:

@@ -74,7 +74,7 @@ from facelib.systems.face.params import ALIGN_SELECT, FaceParams, FacePaths, fac
 from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainingError, fit,
                            load_backbone, save_checkpoint, save_per_user)
 from facelib.train.checkpoint import load_checkpoint
-from facelib.train.loop import load_states, snapshot, write_log
+from facelib.train.loop import load_states, snapshot, warning_flags, write_log
 
 
 class FaceError(DataError):
@@ -286,6 +286,8 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
             **{ph.name: ph.summary() for ph in ctl.phases}},
         "stopped_by": ("cap" if res.stopped_by == "cap" or (ctl and ctl.stopped_by == "cap")
                        else "early_stopping"),
+        "flags": sorted(set(warning_flags(res.history)
+                            + (warning_flags(ctl.history) if ctl is not None else []))),
         "entities": None if entities is None else {
             "holdout": p.align_holdout,
             **{f"{kind}s_{part}": int(len(ids[part])) for kind, ids in
