@@ -115,3 +115,19 @@ def test_sigterm_leaves_no_half_written_notebook(sandbox):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert not list(folder.glob(".*")) and not (folder / "10_data.ipynb").exists()
+
+
+@pytest.mark.parametrize("stage", list(pipeline.STAGES))
+def test_parameters_cells_parse_with_every_field_and_its_comment(stage, capsys):
+    """papermill reads every line of the parameters cell (a comment with '>=' or ':' would
+    make it drop the line and warn "Passed unknown parameter" for a value it applies), each
+    parameter has a comment, and the names are the params class's fields plus the
+    pipeline's progress/publish flags."""
+    import papermill as pm
+    from dataclasses import fields
+
+    info = pm.inspect_notebook(str(ROOT / "notebooks" / pipeline.STAGES[stage][0]))
+    assert "Unable to parse" not in capsys.readouterr().out + capsys.readouterr().err
+    want = {f.name for f in fields(pipeline.params_class(stage))} | {"progress", "publish"}
+    assert set(info) == want
+    assert all(v["help"] for v in info.values()), [k for k, v in info.items() if not v["help"]]
