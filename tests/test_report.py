@@ -100,3 +100,12 @@ def test_cli_renders_one_notebook(tmp_path, capsys):
     assert "no executed notebook" in capsys.readouterr().err and not page.exists()
     assert main(["--render", str(tmp_path / "summary.ipynb"), str(page)]) == 0
     assert "data:image/png;base64," in page.read_text()
+
+
+def test_maths_is_rendered_to_mathml_offline():
+    from facelib.report.render import math_to_mathml
+
+    out = math_to_mathml("Project $h_c = xW_c + b_c$ then $$L = L_{base} + L_{vq}$$ at `$x$`, "
+                         "price \\$5 and $5 to $6.")
+    assert out.count("<math") == 2 and 'display="block"' in out and "`$x$`" in out
+    assert "h_c" not in out and "$5 to $6" in out

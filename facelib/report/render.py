@@ -3,12 +3,15 @@
 nbconvert's ``lab`` template, minus the three scripts it loads from a CDN (require.js,
 MathJax, mermaid): the pages must open offline with no console error. Plots are embedded
 as base64 PNG by the template; markdown attachments are embedded too (``embed_images``).
-Mathematics stays as its TeX source. Every page is written to a temporary file and renamed
-into place, so a failed render leaves no half-written page.
+Mathematics in markdown cells (``$...$``, ``$$...$$``) is converted to MathML when the page
+is written (``latex2mathml``, a pinned package), which browsers render with no script and
+no network. Every page is written to a temporary file and renamed into place, so a failed
+render leaves no half-written page.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +36,31 @@ def exporter():  # -> nbconvert.HTMLExporter (imported lazily: nbconvert is slow
         embed_images=True)
 
 
+# $$display$$ or $inline$ (not \$, not spanning a blank line; code spans are left alone)
+_MATH = re.compile(r"(?<!\\)\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)", re.S)
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+
+
+def math_to_mathml(markdown: str) -> str:
+    """Markdown with every ``$...$`` / ``$$...$$`` replaced by MathML (code untouched)."""
+    from latex2mathml.converter import convert
+
+    def one(m: re.Match[str]) -> str:
+        display, inline = m.group(1), m.group(2)
+        return convert((display or inline).strip(), display="block" if display else "inline")
+
+    parts = _CODE.split(markdown)
+    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
+
+
 def render_notebook(src: Path, dst: Path, html_exporter=None) -> Path:
     """Render the executed notebook ``src`` to ``dst`` (atomic; raises on failure)."""
     import nbformat
 
     nb = nbformat.read(str(src), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = math_to_mathml(cell.source)
     html, _ = (html_exporter or exporter()).from_notebook_node(
         nb, resources={"metadata": {"name": src.stem, "path": str(src.parent)}})
     return write_text(html, dst)
