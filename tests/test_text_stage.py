@@ -22,7 +22,8 @@ def root(tmp_path, monkeypatch, small_ds):
     the session's cached encoder."""
     monkeypatch.setenv("FACELIB_ROOT", str(tmp_path))
     save_dataset(small_ds, paths.processed_dir("synthetic"))
-    monkeypatch.setattr(FrozenEncoder, "load", classmethod(lambda cls, device="cpu": _encoder()))
+    enc = _encoder()  # loaded before the patch, or the patched load would call itself
+    monkeypatch.setattr(FrozenEncoder, "load", classmethod(lambda cls, device="cpu": enc))
     return tmp_path
 
 
@@ -120,3 +121,20 @@ def test_given_builder_on_a_dataset_without_profiles_fails_before_encoding(root)
     with pytest.raises(DataError, match="has no given profiles"):
         run_text_stage(_params(builder="given"))
     assert not paths.text_dir("synthetic").exists()
+
+
+def test_degenerate_profiles_stop_or_warn_with_counts():
+    import warnings
+
+    from facelib.text.stage import profile_health
+
+    one = np.ones((3, 4), np.float32)
+    with pytest.raises(TextError, match=r"all 3 user profiles encode to one embedding \(2 empty\)"):
+        profile_health({"user": (["", " ", "x"], one)})
+    emb = np.eye(3, dtype=np.float32)
+    emb[2] = emb[1]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = profile_health({"item": (["a", "", "b"], emb)})
+    assert out == {"item": {"empty": 1, "shared_embedding": 1}}
+    assert "1 of 3 item profiles are empty and 1 share an embedding" in str(seen[0].message)

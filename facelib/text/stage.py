@@ -102,6 +102,30 @@ def _write(out: Path, profiles: Profiles, user_emb: np.ndarray, item_emb: np.nda
         shutil.rmtree(old, ignore_errors=True)
 
 
+def profile_health(parts: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, Any]:
+    """Count empty profiles and profiles sharing one embedding, per entity type.
+
+    Every profile of a type encoding to the same vector (all empty, say) leaves nothing to
+    align with: :class:`TextError`. Fewer such profiles: a one-line warning with the counts,
+    also returned for the metrics."""
+    import warnings
+
+    out: dict[str, Any] = {}
+    for kind, (texts, emb) in parts.items():
+        empty = sum(1 for t in texts if not str(t).strip())
+        distinct = len(np.unique(np.round(emb, 5), axis=0)) if len(emb) else 0
+        out[kind] = {"empty": empty, "shared_embedding": int(len(emb) - distinct)}
+        if len(emb) > 1 and distinct == 1:
+            raise TextError(f"all {len(emb)} {kind} profiles encode to one embedding ({empty} "
+                            f"empty): they carry nothing to align with; fix the profiles "
+                            f"(the RLMRec files) or set text.builder: template")
+        if empty or distinct < len(emb):
+            warnings.warn(f"{empty} of {len(emb)} {kind} profiles are empty and "
+                          f"{len(emb) - distinct} share an embedding with another one",
+                          stacklevel=2)
+    return out
+
+
 def run_text_stage(p: TextParams, progress: bool = False) -> dict[str, Any]:
     """Build, encode and write the text artifacts of ``p.dataset``; return the metrics
     (counts, mean profile length in tokens, vocabulary size, seconds per part, peak MB)."""
@@ -122,6 +146,8 @@ def run_text_stage(p: TextParams, progress: bool = False) -> dict[str, Any]:
     user_emb = encoder.encode_texts(profiles.user, p.batch_size, p.max_length, progress)
     item_emb = encoder.encode_texts(profiles.item, p.batch_size, p.max_length, progress)
     lap("encode")
+    degenerate = profile_health({"user": (profiles.user, user_emb),
+                                 "item": (profiles.item, item_emb)})
     vocab = build_vocabulary(encoder.tokenizer, p.min_zipf, p.min_word_len)
     if vocab.empty:
         raise TextError(f"the vocabulary is empty (min_zipf {p.min_zipf}, min_word_len "
@@ -155,6 +181,7 @@ def run_text_stage(p: TextParams, progress: bool = False) -> dict[str, Any]:
         "mean_item_profile_tokens": round(float(n_tokens[n_user:].mean()), 1),
         "max_profile_tokens": int(n_tokens.max()),
         "truncated_profiles": int((n_tokens > p.max_length).sum()),
+        "degenerate_profiles": degenerate,
         "vocabulary_size": len(vocab),
         "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
         "peak_rss_mb": peak_rss_mb(),
