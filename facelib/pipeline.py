@@ -115,7 +115,8 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, `kill`: clean up as for Ctrl-C
     try:
         pm.execute_notebook(str(src), tmp, parameters=parameters, kernel_name="python3",
-                            progress_bar=False, cwd=str(root / "notebooks"))
+                            progress_bar=False, cwd=str(root / "notebooks"),
+                            kernel_manager_class=ipc_kernel_manager())
         publish(tmp, out)
     except Exception as exc:
         failed = root / "build" / "failed" / out.name
@@ -134,6 +135,19 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
         else:
             os.environ["FACELIB_ROOT"] = env_backup
     return out
+
+
+def ipc_kernel_manager() -> type:
+    """The kernel manager papermill starts the notebook's kernel with: local IPC sockets in
+    Jupyter's runtime folder instead of TCP ports (no network exposure, and no "running over
+    TCP without encryption" warning on every stage run)."""
+    from jupyter_client import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(transport="ipc", **kwargs)
+
+    return IPCKernelManager
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -131,3 +131,9 @@ def test_parameters_cells_parse_with_every_field_and_its_comment(stage, capsys):
     want = {f.name for f in fields(pipeline.params_class(stage))} | {"progress", "publish"}
     assert set(info) == want
     assert all(v["help"] for v in info.values()), [k for k, v in info.items() if not v["help"]]
+
+
+def test_stage_kernels_use_local_ipc_sockets(sandbox, capfd):
+    pipeline.run_stage("data", {"dataset": "synthetic"})
+    assert "without encryption" not in capfd.readouterr().err
+    assert pipeline.ipc_kernel_manager()().transport == "ipc"
