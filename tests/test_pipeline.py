@@ -137,3 +137,15 @@ def test_stage_kernels_use_local_ipc_sockets(sandbox, capfd):
     pipeline.run_stage("data", {"dataset": "synthetic"})
     assert "without encryption" not in capfd.readouterr().err
     assert pipeline.ipc_kernel_manager()().transport == "ipc"
+
+
+def test_an_executed_stage_notebook_has_no_stray_warnings(sandbox):
+    """What a reader sees is clean: no stderr stream in any cell of an executed notebook
+    (tqdm's "IProgress not found", a kernel's transport warning, a deprecation)."""
+    import json
+
+    out = pipeline.run_stage("data", {"dataset": "synthetic"})
+    cells = json.loads(out.read_text())["cells"]
+    stderr = [o.get("text") for c in cells for o in c.get("outputs", [])
+              if o.get("name") == "stderr"]
+    assert stderr == []
