@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full output folder, before the notebook runs
+        where = exc.filename or "an output folder"
+        print(f"error: stage {args.stage} cannot write {where} ({exc.strerror or exc}); make "
+              f"it writable or free space, then run the stage again", file=sys.stderr)
+        return 1
     except Exception as exc:  # one line for known data/model errors
         from facelib.data.errors import DataError
 

@@ -149,3 +149,16 @@ def test_an_executed_stage_notebook_has_no_stray_warnings(sandbox):
     stderr = [o.get("text") for c in cells for o in c.get("outputs", [])
               if o.get("name") == "stderr"]
     assert stderr == []
+
+
+def test_an_unwritable_output_folder_is_one_line(sandbox, capsys, monkeypatch):
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(sandbox / "reports" / "notebooks"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    assert pipeline.main(["data", "--set", "dataset=synthetic"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "Permission denied" in err
+    assert "make it writable" in err
