@@ -33,8 +33,8 @@ One step = ``FACE.losses`` on a batch of B (user, pos, neg) triples (3B entities
 backward over the 3B prompt sequences of length L = 1 + 13 + 2C - 1 + 1 (or over
 ``--align-entities`` sampled rows). The vocabulary is the first V whole-word lowercase
 tokens of MiniLM; embeddings and profiles are random, which does not change the cost.
-"Peak MB" is the process's peak resident memory (model and libraries included), "step MB"
-its growth over the set-up state.
+"Peak MB" (MiB, 2^20 bytes) is the process's peak resident memory (model and libraries
+included), "step MB" its growth over the set-up state.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ QUOTED_REFERENCE = {
     "source": "measured 2026-11-30 on a quiet 2-core machine of this kind, the project's "
               "processed ML-1M split, V = 8,995, B = 256 (768 rows), C = 16, d = D = 256, "
               "2 threads",
+    "rows": 768,
     "map_s_per_step": 4.01,
     "align_s_per_step": 29.0,
     "align_ms_per_row": 37.8,
@@ -126,7 +127,10 @@ def build_step(job: dict[str, Any]) -> tuple[Any, Any, Any]:
     import torch
     import torch.nn.functional as F
 
-    from facelib.systems.face.model.module import FACE, FACEConfig
+    try:  # this tree's layout, then the baseline's (8e9a1e4 exported from the package)
+        from facelib.systems.face.model.module import FACE, FACEConfig
+    except ModuleNotFoundError:
+        from facelib.systems.face import FACE, FACEConfig  # type: ignore[attr-defined,no-redef]
 
     dev = torch.device(job["device"])
     enc = load_encoder(job)
@@ -179,11 +183,13 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         step()
     sync()
     times = []
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(job["steps"]):
         start = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     seconds = sum(times) / len(times)
     b = job["batch"]
     rows = 3 * b if job["align_entities"] is None else min(3 * b, job["align_entities"])
@@ -198,10 +204,37 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         "seq_len": seq,
         "step_times": times,
         "s_per_step": seconds,
+        # per timed step: CPU seconds of all threads, kernel part, minor page faults
+        "cpu_s_per_step": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)
+        / len(times),
+        "sys_s_per_step": (after.ru_stime - usage.ru_stime) / len(times),
+        "page_faults_per_step": (after.ru_minflt - usage.ru_minflt) / len(times),
         "ms_per_entity": 1000 * seconds / (3 * b),
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb("VmHWM")),
         "step_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda
                     else rss_mb("VmHWM") - base_mb),
+    }
+
+
+def profile_step(job: dict[str, Any]) -> dict[str, Any]:
+    """Where one step's time goes (runs in its own process): ``torch.profiler`` self time of
+    the calling thread per op, after ``job["warmup"]`` steps, the top ``job["top"]`` ops."""
+    use_source(job)
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(job["threads"])
+    step, _, _ = build_step(job)
+    for _ in range(job["warmup"]):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return {
+        "label": job.get("label", ""), "stage": job["stage"], "total_ms": total / 1000,
+        "top": [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000,
+                 "share": e.self_cpu_time_total / total} for e in ops[: job["top"]]],
     }
 
 
@@ -352,13 +385,15 @@ def timed_job(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def git_commit(folder: str) -> str:
-    """The commit checked out in ``folder`` (with "+changes" when its tree is modified)."""
+    """The commit checked out in ``folder``, with "+changes" when its ``facelib/`` or
+    ``benchmarks/`` differ from it (the code that runs; written reports do not count)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
                               check=False).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--", "facelib", "benchmarks")
+    return commit + ("+changes" if changed else "")
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -382,7 +417,7 @@ def math_checks(common: dict[str, Any], baseline_src: str) -> list[dict[str, Any
     tree's defaults run with dropout off (eval mode) when ``fast_dropout`` is on, since it
     draws other masks by design.
     """
-    from facelib.systems.face import FACEConfig
+    from facelib.systems.face.model.module import FACEConfig
 
     fast = FACEConfig().fast_dropout
     variants = [
@@ -427,6 +462,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "run_means": [r["s_per_step"] for r in mine],
             "peak_mb": statistics.median(r["peak_mb"] for r in mine),
             "step_mb": statistics.median(r["step_mb"] for r in mine),
+            "cpu_s_per_step": statistics.median(r["cpu_s_per_step"] for r in mine),
+            "sys_s_per_step": statistics.median(r["sys_s_per_step"] for r in mine),
+            "page_faults_per_step": statistics.median(r["page_faults_per_step"] for r in mine),
             "other_load_max": max(r.get("other_load", 0.0) for r in mine),
             "discarded_runs": sum(len(r.get("discarded", [])) for r in mine),
         })
@@ -439,24 +477,26 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if (same, r["stage"]) in today:
             r["vs_today_label"] = same
             r["speedup_vs_today"] = today[same, r["stage"]]["s_per_step"] / r["s_per_step"]
-        r["speedup_vs_quoted_reference"] = quoted[r["stage"]] / r["s_per_step"]
+        if r["rows"] == QUOTED_REFERENCE["rows"]:  # the quoted figures are for 768 rows
+            r["speedup_vs_quoted_reference"] = quoted[r["stage"]] / r["s_per_step"]
     return rows
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
     q = QUOTED_REFERENCE
     print(f"\n{'configuration':34} {'stage':5} {'rows':>4} {'s/step':>7} {'ms/row':>7} "
-          f"{'peak MB':>8} {'vs today':>8} {'vs ref':>7}")
+          f"{'peak MiB':>8} {'vs today':>8} {'vs ref':>7}")
     for r in rows:
         vs_today = f"{r['speedup_vs_today']:.2f}x" if "speedup_vs_today" in r else "-"
+        vs_ref = (f"{r['speedup_vs_quoted_reference']:.2f}x"
+                  if "speedup_vs_quoted_reference" in r else "-")
         print(f"{r['label']:34} {r['stage']:5} {r['rows']:>4} {r['s_per_step']:>7.2f} "
-              f"{r['ms_per_row']:>7.2f} {r['peak_mb']:>8.0f} {vs_today:>8} "
-              f"{r['speedup_vs_quoted_reference']:>6.2f}x")
+              f"{r['ms_per_row']:>7.2f} {r['peak_mb']:>8.0f} {vs_today:>8} {vs_ref:>7}")
     print(f"{'reference implementation (quoted)':34} {'map':5} {768:>4} "
           f"{q['map_s_per_step']:>7.2f} {'-':>7} {'-':>8} {'-':>8} {'1.00x':>7}")
     print(f"{'reference implementation (quoted)':34} {'align':5} {768:>4} "
           f"{q['align_s_per_step']:>7.2f} {q['align_ms_per_row']:>7.2f} "
-          f"{q['align_peak_gb'] * 1024:>8.0f} {'-':>8} {'1.00x':>7}")
+          f"{str(q['align_peak_gb']) + ' GB':>8} {'-':>8} {'1.00x':>7}")
     print("(medians over all timed steps; 'vs today' = today's time of the same configuration "
           "over this one (reference() against today's reference()); 'vs ref' = the quoted "
           "reference implementation's time over this one; its figures are quoted, not measured "
@@ -467,16 +507,18 @@ def comparison_main(args: argparse.Namespace) -> None:
     baseline_src = str(Path(args.baseline_src).resolve())
     if not (Path(baseline_src) / "facelib" / "systems" / "face").is_dir():
         raise SystemExit(f"--baseline-src {args.baseline_src} has no facelib/systems/face: "
-                         "make it with `git worktree add build/baseline 8e9a1e4`")
-    common = dict(vocab=args.vocab, dim=args.dim, word_dim=args.word_dim, threads=args.threads,
-                  warmup=args.warmup, random_weights=args.random_weights,
-                  model_dir=args.model_dir, device="cpu", map_batch=args.map_batch)
+                         "check out the baseline there, e.g. `git worktree add --detach "
+                         "build/baseline 8e9a1e4` (make bench-face does)")
+    common = {"vocab": args.vocab, "dim": args.dim, "word_dim": args.word_dim,
+              "threads": args.threads, "warmup": args.warmup,
+              "random_weights": args.random_weights, "model_dir": args.model_dir,
+              "device": "cpu", "map_batch": args.map_batch}
     configs = comparison_configs(baseline_src)
     if args.only:
         configs = [c for c in configs if c["label"] in args.only.split(",")]
-    print(f"baseline: {baseline_src} ({git_commit(baseline_src)}); new: {ROOT} "
-          f"({git_commit(str(ROOT))}); B={args.map_batch}, C=16, V={args.vocab}, "
-          f"{args.threads} threads", flush=True)
+    commits = {"baseline": git_commit(baseline_src), "new": git_commit(str(ROOT))}
+    print(f"baseline: {baseline_src} ({commits['baseline']}); new: {ROOT} ({commits['new']}); "
+          f"B={args.map_batch}, C=16, V={args.vocab}, {args.threads} threads", flush=True)
     runs = []
     for repeat in range(args.repeats):
         for stage, steps in (("map", args.map_steps), ("align", args.align_steps)):
@@ -493,6 +535,20 @@ def comparison_main(args: argparse.Namespace) -> None:
                       flush=True)
     rows = summarise(runs)
     print_summary(rows)
+    profiles = []
+    if args.profile_top > 0:
+        print("\nprofile of one step (self time of the calling thread per op)")
+        for cfg in configs:
+            if cfg["label"] not in ("today", "new"):
+                continue
+            for stage in ("map", "align"):
+                job = {**common, **cfg, "stage": stage, "batch": args.map_batch, "word_num": 16,
+                       "align_entities": None, "top": args.profile_top}
+                wait_quiet(args.quiet_wait)
+                prof = run_job(job, profile_step)
+                profiles.append(prof)
+                print(f"  {cfg['label']:6} {stage:5} " + ", ".join(
+                    f"{o['op']} {o['share']:.0%}" for o in prof["top"][:6]), flush=True)
     checks = None
     if not args.skip_math:
         print("\nmaths: one seeded step, this tree against the baseline (relative differences)")
@@ -502,14 +558,15 @@ def comparison_main(args: argparse.Namespace) -> None:
         out = {
             "machine": machine("cpu"),
             "args": vars(args),
-            "baseline": {"src": args.baseline_src, "commit": git_commit(baseline_src)},
-            "new": {"commit": git_commit(str(ROOT))},
+            "baseline": {"src": args.baseline_src, "commit": commits["baseline"]},
+            "new": {"commit": commits["new"]},
             "sizes": {"B": args.map_batch, "rows": 3 * args.map_batch, "C": 16,
                       "d": args.dim, "D": args.word_dim, "ffn": 2048, "V": args.vocab,
                       "threads": args.threads},
             "quoted_reference": QUOTED_REFERENCE,
             "summary": rows,
             "math_check": checks,
+            "profile": profiles,
             "runs": runs,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -579,6 +636,8 @@ def main() -> None:
                    help="comparison: redo a run during which other processes used more than "
                    "this share of the CPUs (1 = never redo)")
     p.add_argument("--retries", type=int, default=5, help="comparison: redos per run at most")
+    p.add_argument("--profile-top", type=int, default=15,
+                   help="comparison: profile one step of today and new (this many ops; 0: no)")
     p.add_argument("--quiet-wait", type=float, default=900,
                    help="comparison: seconds to wait for a quiet machine before each run")
     p.add_argument("--batch", type=ints, default=[8, 32], help="grid: align batch sizes B")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import platform
 
 import pytest
 import torch
@@ -237,7 +238,9 @@ def test_bf16_switch_stays_close_to_fp32():
     assert bf16(x).z_e.dtype == torch.float32  # the quantizer sees float32
 
 
-def test_keep_freed_memory_is_idempotent():
+def test_keep_freed_memory_sets_glibc_malloc_and_is_idempotent():
     first = keep_freed_memory()
-    assert isinstance(first, bool) and keep_freed_memory() == first
-    assert torch.equal(F.relu(torch.ones(3)), torch.ones(3))  # allocation still works
+    assert first == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_memory() == first
+    big = torch.ones(2**23)  # 32 MiB, above glibc's mmap threshold: now from the heap
+    assert float(F.relu(big).sum()) == 2**23  # allocation still works

@@ -90,7 +90,9 @@ class FACEConfig:
     Speed switches, all on by default after ``benchmarks/face_step.py`` (2-core CPU with
     AVX512-BF16, paper sizes: ``reports/benchmarks/face_step_cpu.json``). ``bf16`` and
     ``fast_dropout`` change rounding or random draws, not the method; with both off a step
-    gives the earlier code's losses and gradients (float32 rounding):
+    gives the earlier code's losses and gradients (float32 rounding). They are independent
+    of :meth:`reference` (``FACEConfig.reference(bf16=False, fast_dropout=False)`` for the
+    reference's float32 maths):
 
     - ``bf16``: the concept layers and the frozen text encoder run under bf16 autocast
       (projection, quantizer, head and losses stay float32); on the CPU the text encoder's
