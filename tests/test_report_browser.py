@@ -37,7 +37,7 @@ def test_a_rendered_report_has_no_problem(chromium, tmp_path):
     shots = tmp_path / "shots"
     assert check_pages(pages, shots) == []
     assert sorted(p.name for p in shots.iterdir()) == [
-        "html__01_data.png", "html__03_train_cf-mf-0.png", "reports__explorer.png",
+        "html__10_data.png", "html__30_train_cf-mf-0.png", "reports__explorer.png",
         "reports__index.png"]
     assert all(p.stat().st_size > 1000 for p in shots.iterdir())
 

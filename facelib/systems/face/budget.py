@@ -335,10 +335,7 @@ def budget_sentence(res: dict[str, Any]) -> str:
 
 def prepare_smoke_run(bp: BudgetParams, section: dict[str, Any], progress: bool = False) -> None:
     """For an unpublished run: the synthetic inputs and a tiny main FACE run (its map
-    checkpoint) under ``build/smoke`` when missing."""
-    from facelib.systems.face.stage import prepare_smoke_inputs, run_face
+    checkpoint) under ``build/smoke`` unless one with the same face params is there."""
+    from facelib.systems.face.stage import ensure_smoke_run
 
-    fp = face_params(bp, section)
-    if not face_paths(fp, publish=False).checkpoints["map"].is_file():
-        prepare_smoke_inputs(fp, progress)
-        run_face(fp, progress=progress, publish=False)
+    ensure_smoke_run(face_params(bp, section), progress)

@@ -348,6 +348,20 @@ def prepare_smoke_inputs(p: FaceParams, progress: bool = False) -> None:
         run_train_cf(build(TrainCFParams, values, "train_cf"), progress, publish=False)
 
 
+def ensure_smoke_run(p: FaceParams, progress: bool = False) -> None:
+    """For an unpublished study of a FACE run (the notebooks' smoke defaults): train ``p``
+    under ``build/smoke`` unless a finished run with exactly these face params is there.
+    The face notebook and each study share that folder with their own smoke params, so a
+    run left by another one is retrained rather than read as this one."""
+    files = face_paths(p, publish=False)
+    ck = files.checkpoints["align"]
+    if (ck.is_file() and files.metrics.is_file()
+            and load_checkpoint(ck).get("face_params") == asdict(p)):
+        return
+    prepare_smoke_inputs(p, progress)
+    run_face(p, progress=progress, publish=False)
+
+
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Test metrics of the base model, the control run and FACE: rows run, columns metric."""
     rows = {"base (train_cf)": metrics["base"]["test"]}

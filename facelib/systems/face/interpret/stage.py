@@ -44,6 +44,7 @@ from facelib.systems.face.interpret.params import (
     checkpoint_path,
     input_root,
     interpret_paths,
+    required_inputs,
 )
 from facelib.systems.face.interpret.items import (
     EncoderJudge,
@@ -280,30 +281,26 @@ def _run(p: InterpretParams, progress: bool, publish: bool,
 
 
 def prepare_smoke_descriptors(p: InterpretParams, progress: bool = False) -> None:
-    """For an unpublished (smoke) run: train tiny FACE runs (build/smoke) for every backbone
-    x seed whose descriptors are missing there, unless the repository holds a full set."""
+    """For an unpublished (smoke) run: tiny FACE runs (build/smoke) for every backbone x
+    seed, each trained unless one with the same params is there; nothing when build/smoke
+    holds no full set and the repository does (the study's runs are then read)."""
     from facelib.config import build
-    from facelib.systems.face.stage import FaceParams, prepare_smoke_inputs, run_face
-    from facelib.systems.face.interpret.params import descriptor_path
+    from facelib.systems.face.stage import FaceParams, ensure_smoke_run
+
+    from facelib import paths
     from facelib.train.stage import output_root
 
-    try:
-        input_root(p, publish=False)
-        return
-    except InterpretError:
-        pass
-    smoke = output_root(False)
+    def full(root: Any) -> bool:
+        return all(path.is_file() for path, _, _ in required_inputs(p, root))
+
+    if full(paths.repo_root()) and not full(output_root(False)):
+        return  # the study's runs are read (input_root)
     for b in p.backbones:
         for s in p.seeds:
-            done = all(descriptor_path(smoke, p.dataset, b, s, v).is_file()
-                       for v in ("face", "map"))
-            if done and checkpoint_path(smoke, p.dataset, b, s).is_file():
-                continue
             fp = build(FaceParams, {**SMOKE_FACE, "dataset": p.dataset, "backbone": b,
                                     "seed": s}, "face")
             with cpu_threads(p.num_threads):
-                prepare_smoke_inputs(fp, progress)
-                run_face(fp, progress=progress, publish=False)
+                ensure_smoke_run(fp, progress)
 
 
 SMOKE_FACE = dict(word_num=4, word_dim=16, ffn_dim=64, lr=0.01, map_max_epochs=3,
