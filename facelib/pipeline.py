@@ -141,11 +141,18 @@ def ipc_kernel_manager() -> type:
     """The kernel manager papermill starts the notebook's kernel with: local IPC sockets in
     Jupyter's runtime folder instead of TCP ports (no network exposure, and no "running over
     TCP without encryption" warning on every stage run)."""
+    from uuid import uuid4
+
     from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(transport="ipc", **kwargs)
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            # the socket paths' prefix; without it they land in the kernel's cwd (notebooks/)
+            ip = str(runtime / f"facelib-{os.getpid()}-{uuid4().hex[:8]}")
+            super().__init__(transport="ipc", ip=ip, **kwargs)
 
     return IPCKernelManager
 

@@ -136,7 +136,10 @@ def test_parameters_cells_parse_with_every_field_and_its_comment(stage, capsys):
 def test_stage_kernels_use_local_ipc_sockets(sandbox, capfd):
     pipeline.run_stage("data", {"dataset": "synthetic"})
     assert "without encryption" not in capfd.readouterr().err
-    assert pipeline.ipc_kernel_manager()().transport == "ipc"
+    km = pipeline.ipc_kernel_manager()()
+    assert km.transport == "ipc"
+    from jupyter_core.paths import jupyter_runtime_dir
+    assert Path(km.ip).parent == Path(jupyter_runtime_dir())  # not the notebooks folder
 
 
 def test_an_executed_stage_notebook_has_no_stray_warnings(sandbox):
@@ -162,3 +165,43 @@ def test_an_unwritable_output_folder_is_one_line(sandbox, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "Permission denied" in err
     assert "make it writable" in err
+
+
+def test_a_failing_dvc_exp_run_keeps_the_outputs_it_had(sandbox):
+    """`dvc exp run -S` with a bad value, as a user types it (no make exp): the stage fails
+    with facelib's one-line error and the previous run's outputs stay whole."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    (sandbox / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"data": spec["stages"]["data"]}}))
+    params = yaml.safe_load((sandbox / "params.yaml").read_text())
+    params["data"]["dataset"] = "synthetic"
+    (sandbox / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(ROOT / "facelib", sandbox / "facelib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "FACELIB_ROOT": str(sandbox), "PYTHONPATH": str(sandbox),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=sandbox, env=env, capture_output=True, text=True)
+
+    dvc = (sys.executable, "-m", "dvc")
+    for cmd in (("git", "init", "-q"), (*dvc, "init", "-q"), (*dvc, "repro", "-q"),
+                ("git", "add", "-A"), ("git", "commit", "-qm", "study")):
+        done = run(*cmd)
+        assert done.returncode == 0, (cmd, done.stdout, done.stderr)
+    metrics = sandbox / "reports" / "metrics" / "data.json"
+    before = metrics.read_text()
+
+    failed = run(*dvc, "exp", "run", "-S", "data.min_rating=9")
+    assert failed.returncode != 0
+    assert "data.min_rating" in failed.stderr + failed.stdout
+    assert metrics.read_text() == before
+    assert (sandbox / "reports" / "notebooks" / "10_data.ipynb").is_file()
+    assert (sandbox / "data" / "processed" / "synthetic" / "meta.json").is_file()
