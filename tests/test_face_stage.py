@@ -8,6 +8,7 @@ stage, random unit profile embeddings) is shared by the module's tests.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -51,10 +52,11 @@ def write_text_artifacts(ds, encoder, folder) -> None:
          "vocabulary_size": V, "builder": "test"}))
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A throw-away root with data, text artifacts and a pretrained LightGCN; one tiny
-    run_face; the shared encoder's weights before the run."""
+@contextmanager
+def tiny_root(tmp_path_factory):
+    """A throw-away root (FACELIB_ROOT) with a 60 x 40 synthetic dataset, text artifacts
+    and a pretrained LightGCN; the shared encoder stands in for FrozenEncoder.load.
+    Yields (root, encoder)."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("root")
     mp.setenv("FACELIB_ROOT", str(root))
@@ -70,13 +72,20 @@ def run(tmp_path_factory):
                                            "dim": 16, "layers": 2, "lr": 0.01, "batch_size": 64,
                                            "max_epochs": 3, "device": "cpu", "num_threads": 1},
                            "train_cf"), publish=False)
+        yield root, encoder
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run_face in :func:`tiny_root`; the shared encoder's weights before it."""
+    with tiny_root(tmp_path_factory) as (root, encoder):
         before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
         metrics = run_face(build(FaceParams, TINY, "face"), publish=False)
         yield {"root": root, "ds": load_dataset(paths.processed_dir("synthetic")),
                "metrics": metrics, "encoder": encoder, "before": before}
-    finally:
-        mp.undo()
-        torch.set_num_threads(threads)
 
 
 def test_outputs_written(run):

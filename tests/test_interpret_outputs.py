@@ -30,32 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def stage_run(tmp_path_factory):
     """A throw-away root with a 60 x 40 synthetic dataset, text artifacts, a pretrained
     LightGCN and one tiny face run (as in test_face_stage); then the interpret stage."""
-    import torch
-
-    from conftest_text import _encoder
     from facelib import paths
-    from facelib.data import save_dataset
+    from facelib.data import load_dataset
     from facelib.systems.face.interpret import run_interpret
     from facelib.systems.face.stage import FaceParams, run_face
-    from facelib.text import FrozenEncoder
-    from facelib.train import TrainCFParams, run_train_cf
-    from test_face_stage import TINY, write_text_artifacts
+    from test_face_stage import TINY, tiny_root
 
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("root")
-    mp.setenv("FACELIB_ROOT", str(root))
-    encoder = _encoder()
-    mp.setattr(FrozenEncoder, "load", classmethod(lambda cls, device="cpu": encoder))
-    threads = torch.get_num_threads()
-    try:
-        ds = build_dataset("synthetic", make_synthetic(60, 40, ratings_per_user=15, seed=1),
-                           4.0, 0)
-        save_dataset(ds, paths.processed_dir("synthetic"))
-        write_text_artifacts(ds, encoder, paths.text_dir("synthetic"))
-        run_train_cf(build(TrainCFParams, {"dataset": "synthetic", "backbone": "lightgcn",
-                                           "dim": 16, "layers": 2, "lr": 0.01, "batch_size": 64,
-                                           "max_epochs": 3, "device": "cpu", "num_threads": 1},
-                           "train_cf"), publish=False)
+    with tiny_root(tmp_path_factory) as (root, _):
+        ds = load_dataset(paths.processed_dir("synthetic"))
         run_face(build(FaceParams, {**TINY, "control": False}, "face"), publish=False)
         p = build(InterpretParams, {"dataset": "synthetic", "backbones": ["lightgcn"],
                                     "seeds": [0], "max_entities": 30,
@@ -63,9 +45,6 @@ def stage_run(tmp_path_factory):
                                     "case_studies": 2, "num_threads": 1}, "interpret")
         result = run_interpret(p)
         yield {"root": root, "ds": ds, "p": p, "result": result}
-    finally:
-        mp.undo()
-        torch.set_num_threads(threads)
 
 
 def test_stage_metrics_hold_item_retrieval_and_generation(stage_run):
