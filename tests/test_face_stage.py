@@ -210,6 +210,33 @@ def test_missing_checkpoint_names_train_cf(run):
         _run_with(run, seed=7)
 
 
+def test_a_stale_or_unfinished_pretrained_checkpoint_is_refused(run, monkeypatch):
+    """A train_cf checkpoint whose test metrics differ from the metrics JSON beside it (a
+    mixed output) or that is not marked finished (a half-trained run) names train_cf."""
+    from facelib.systems.face.params import face_paths
+    from facelib.train.checkpoint import CheckpointError
+
+    monkeypatch.setenv("FACELIB_ROOT", str(run["root"]))
+    files = face_paths(build(FaceParams, TINY, "face"), publish=False)
+    ck_path, metrics_path = files.pretrained, files.pretrained_metrics
+    assert ck_path.is_file() and metrics_path.is_file()
+    saved = {p: p.read_bytes() for p in (ck_path, metrics_path)}
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        metrics["test"] = {k: v + 0.1 for k, v in metrics["test"].items()}
+        metrics_path.write_text(json.dumps(metrics))
+        with pytest.raises(FaceError, match="does not belong to the run.*rerun the train_cf"):
+            _run_with(run)
+        metrics_path.write_bytes(saved[metrics_path])
+        ck = torch.load(ck_path, weights_only=False)
+        torch.save({**ck, "finished": False}, ck_path)
+        with pytest.raises(CheckpointError, match="not of a finished run"):
+            _run_with(run)
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+
+
 def test_dimension_mismatch(run):
     with pytest.raises(FaceError, match="dimension mismatch.*16.*999"):
         _run_with(run, dim=999)
