@@ -269,6 +269,10 @@ def test_interrupted_in_align_resumes_to_the_same_result(run):
         if row["phase"] == "align" and row["phase_epoch"] == 1:
             raise Crash
 
+    fp = run["metrics"]["paths"]
+    published = [*fp.checkpoints.values(), fp.metrics, *fp.logs.values(),
+                 *fp.descriptors.values(), fp.per_user]
+    before = {p: p.read_bytes() for p in published}
     mp = pytest.MonkeyPatch()
     mp.setattr(stage, "fit", functools.partial(stage.fit, callback=crash))
     try:
@@ -276,6 +280,7 @@ def test_interrupted_in_align_resumes_to_the_same_result(run):
             _run_with(run, seed=0)
     finally:
         mp.undo()
+    assert {p: p.read_bytes() for p in published} == before  # nothing mixed in
     resumed = _run_with(run, resume=True)
     full = run["metrics"]
     for block in ("face", "control"):
@@ -314,3 +319,14 @@ def test_entity_batches_with_held_out_entities(run):
 def test_align_mrr_needs_held_out_entities():
     with pytest.raises(ParamsError, match="align_mrr needs held-out entities"):
         build(FaceParams, {"align_select": "align_mrr"}, "face")
+
+
+def test_a_run_without_control_removes_the_older_control_outputs(run):
+    """Last in the module (it replaces the fixture's outputs): the files on disk belong to
+    one run, so an older run's control checkpoint and log do not survive a control-less
+    rerun."""
+    fp = run["metrics"]["paths"]
+    assert fp.checkpoints["control"].is_file() and fp.logs["control"].is_file()
+    _run_with(run, control=False)
+    assert not fp.checkpoints["control"].exists() and not fp.logs["control"].exists()
+    assert json.loads(fp.metrics.read_text())["control"] is None
