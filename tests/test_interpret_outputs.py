@@ -373,5 +373,7 @@ def test_scope_sentence_names_the_entities_and_the_capped_runs():
     s = scope_sentence(m)
     assert s.startswith("The studies read test entities held out of the alignment")
     assert "1 of 2 FACE runs ended at an epoch or step cap (lightgcn-1)" in s
+    m["stopped_by"]["lightgcn-1"] = None
+    assert "1 of 2 FACE runs do not say how they ended (lightgcn-1" in scope_sentence(m)
     m["stopped_by"]["lightgcn-1"] = "early_stopping"
     assert "all 2 FACE runs ended by early stopping" in scope_sentence(m)

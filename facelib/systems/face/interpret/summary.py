@@ -204,14 +204,21 @@ def item_sentences(metrics: dict[str, Any], backbone: str) -> list[str]:
 def scope_sentence(metrics: dict[str, Any]) -> str:
     """Which entities the studies read and whether the FACE runs converged."""
     runs = metrics.get("stopped_by") or {}
-    capped = sorted(r for r, s in runs.items() if s != "early_stopping")
+    capped = sorted(r for r, s in runs.items() if s == "cap")
+    unknown = sorted(r for r, s in runs.items() if s not in ("cap", "early_stopping"))
     where = metrics.get("sample_from", "all entities")
     if not runs:
         return f"The studies read {where}."
+    said = []
     if capped:
-        return (f"The studies read {where}; {len(capped)} of {len(runs)} FACE runs ended at an "
-                f"epoch or step cap ({', '.join(capped)}), so their descriptors show the budget "
-                f"as much as the method.")
+        said.append(f"{len(capped)} of {len(runs)} FACE runs ended at an epoch or step cap "
+                    f"({', '.join(capped)})")
+    if unknown:
+        said.append(f"{len(unknown)} of {len(runs)} FACE runs do not say how they ended "
+                    f"({', '.join(unknown)}: metrics JSON missing or older)")
+    if said:
+        return (f"The studies read {where}; {'; '.join(said)}, so their descriptors may show "
+                f"the budget as much as the method.")
     return (f"The studies read {where}; all {len(runs)} FACE runs ended by early stopping.")
 
 
