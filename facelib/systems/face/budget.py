@@ -11,12 +11,12 @@ positive budget, e.g. a quarter) measures the *current* state:
   alignment never saw), beside the same for random words (the floor) and for the nearest
   words to each profile (a reference that reads the profile);
 - the number of distinct words all users and items use;
-- the align loss: the training term of the last steps, and on the held-out validation
-  entities.
+- the align loss: the training term of the last steps, and on the held-out test entities.
 
-The validation history (recall@20 and ``align_mrr``) gives where each stopping rule of the
-align stage (``face.align_select``, with ``face.patience``) would have stopped, and the main
-run's metrics JSON where the study's own run did. Outputs: ``reports/budget/budget.json``
+The validation history (recall@20, ``align_mrr``, the align loss of the held-out validation
+entities), replayed at whole passes so that ``face.patience`` counts passes as in the study,
+gives where each stopping rule of the align stage (``face.align_select``) would have
+stopped, and the main run's metrics JSON where the study's own run did. Outputs: ``reports/budget/budget.json``
 and ``reports/budget/budget.png`` (under ``build/smoke`` for an unpublished run).
 """
 
@@ -62,7 +62,7 @@ class BudgetParams:
     dataset: str = dataset_param()
     backbone: str = param("lightgcn", choices=BACKBONES, help="the main run to continue")
     seed: int = param(0, ge=0, help="its seed")
-    passes: list[float] = param([0.0, 0.25, 1.0, 4.0, 16.0], ge=0.0,
+    passes: list[float] = param([0.0, 0.25, 1.0, 4.0, 16.0, 48.0], ge=0.0,
                                 help="alignment budgets marked on the curve, in passes over "
                                      "the aligned entities; the run trains to the largest")
     face_overrides: dict = param({}, help="face keys to change for this run (smoke runs)")
@@ -122,6 +122,17 @@ def stop_epochs(history: list[dict[str, Any]], key: str, patience: int) -> dict[
         if bad >= patience:
             return {"stop": row["phase_epoch"], "selected": best_epoch}
     return {"stop": None, "selected": best_epoch}
+
+
+def rule_stop(history: list[dict[str, Any]], key: str, patience: int,
+              unit: float) -> dict[str, Any]:
+    """Where a stopping rule would end the align stage, in passes: early stopping replayed
+    on the measurements at whole passes only (``history`` has one row per ``unit`` of a
+    pass), so that ``patience`` counts passes as it does in the study's runs."""
+    per_pass = max(1, round(1 / unit))
+    whole = [r for r in history if r["phase_epoch"] % per_pass == 0]
+    s = stop_epochs(whole, key, patience)
+    return {k: (None if v is None else round(v * unit, 6)) for k, v in s.items()}
 
 
 def reference_levels(face: Any, words_emb: np.ndarray, art: Any, entities: Any,
@@ -224,10 +235,8 @@ def run_budget(bp: BudgetParams, section: dict[str, Any], progress: bool = False
 
     fit(model, ds, cfg, rng, device=device, progress=progress, callback=after_epoch,
         phases=[Phase("align", epochs, (face,), steps, select="align_mrr")])
-    stops = {}
-    for rule, key in SELECT_KEYS.items():
-        s = stop_epochs(history, key, fp.patience)
-        stops[rule] = {k: (None if v is None else round(v * unit, 6)) for k, v in s.items()}
+    stops = {rule: rule_stop(history, key, fp.patience, unit)
+             for rule, key in SELECT_KEYS.items()}
     study = _study_run(fp, publish)
     out = BudgetResult(rows=rows, levels=levels, stops=stops, study=study, meta={
         "dataset": bp.dataset, "backbone": bp.backbone, "seed": bp.seed, "unit": unit,
