@@ -229,13 +229,16 @@ def test_aggregate_mean_std_runs():
 
 
 def test_verdicts_follow_the_numbers():
-    (s,) = verdicts(_metrics([0.2, 0.4], [0.1, 0.1], [0.0, 0.0], 1.0))
+    plain, s = verdicts(_metrics([0.2, 0.4], [0.1, 0.1], [0.0, 0.0], 1.0))
+    assert plain.startswith("In plain words, lightgcn: FACE's descriptors beat random words "
+                            "on 1 of 1 text measures")
     assert "FACE 0.300" in s and "beats map-only 0.100 (higher on 2 of 2 seeds)" in s
     assert "beats random words" in s and "covers 30% of the way" in s
-    (s,) = verdicts(_metrics([0.2, 0.05], [0.1, 0.1], [0.0, 0.0], 1.0))
+    _, s = verdicts(_metrics([0.2, 0.05], [0.1, 0.1], [0.0, 0.0], 1.0))
     assert "is higher on average than map-only 0.100 (higher on 1 of 2 seeds)" in s
-    (s,) = verdicts(_metrics([0.05, 0.05], [0.1, 0.1], [0.08, 0.08], 1.0))
+    plain, s = verdicts(_metrics([0.05, 0.05], [0.1, 0.1], [0.08, 0.08], 1.0))
     assert "does not beat map-only" in s and "below random words" in s
+    assert "no better than random words on any of the 1 text measures" in plain
 
 
 def test_item_verdicts_follow_the_numbers():
@@ -253,7 +256,8 @@ def test_item_verdicts_follow_the_numbers():
                     "item_generation": {"mrr": 0.002, "hit@10": 0.003}},
          "item_retrieval_info": {"judge": "judge X"},
          "item_generation_info": {"items_ranked": 3706}}
-    ret, by_n, mrr, hit = verdicts(m)
+    plain, ret, by_n, mrr, hit = verdicts(m)
+    assert "on 1 of 1 text measures (item retrieval among 10)" in plain
     assert ret.startswith("Item retrieval among 10 candidates by judge X (accuracy, chance "
                           "0.100), lightgcn: FACE 0.400; beats map-only 0.100 (higher on 2 of "
                           "2 seeds)") and "covers 60% of the way" in ret
@@ -377,3 +381,28 @@ def test_scope_sentence_names_the_entities_and_the_capped_runs():
     assert "1 of 2 FACE runs do not say how they ended (lightgcn-1" in scope_sentence(m)
     m["stopped_by"]["lightgcn-1"] = "early_stopping"
     assert "all 2 FACE runs ended by early stopping" in scope_sentence(m)
+
+
+def test_plain_sentence_counts_the_text_measures_that_beat_random_words():
+    from facelib.systems.face.interpret.summary import plain_sentence
+
+    def node(*runs):
+        return {"mean": sum(runs) / len(runs), "std": 0.0,
+                "runs": {str(i): v for i, v in enumerate(runs)}}
+
+    def study(face, rnd, ref, entity="user", metric="mrr"):
+        return {"lightgcn": {"face": {entity: {metric: face}}, "random": {entity: {metric: rnd}},
+                             "nearest": {entity: {metric: ref}}}}
+
+    m = {"retrieval": study(node(0.2, 0.3), node(0.1, 0.1), node(0.6, 0.6)),
+         "genre": study(node(0.30, 0.10), node(0.2, 0.2), node(0.4, 0.4), "item", "map")}
+    s = plain_sentence(m, "lightgcn")
+    # retrieval: higher on both seeds; genre: higher mean (0.2 = 0.2) is not, and seed 1 loses
+    assert s.startswith("In plain words, lightgcn: FACE's descriptors beat random words on 1 of "
+                        "2 text measures (profile retrieval of users (MRR)) and not on the other 1")
+    assert "at best they cover 30% of the way" in s  # (0.25 - 0.1) / (0.6 - 0.1)
+    m["retrieval"]["lightgcn"]["face"]["user"]["mrr"] = node(0.1, 0.05)
+    assert plain_sentence(m, "lightgcn") == ("In plain words, lightgcn: FACE's descriptors are "
+                                             "no better than random words on any of the 2 text "
+                                             "measures.")
+    assert plain_sentence({}, "lightgcn") is None

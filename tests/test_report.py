@@ -75,6 +75,14 @@ def test_refresh_readme_copies_results_md(tmp_path):
     assert block.startswith("### Test metrics") and "# Results" not in block
     assert "<!--" not in block and "Produced 2025-01-01; dataset ml-1m." in block
     assert refresh_readme(tmp_path) is False          # idempotent
+    assert "Interpretability" not in block
+    (tmp_path / "reports" / "metrics").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "reports" / "metrics" / "interpret.json").write_text(
+        '{"verdicts": ["In plain words, lightgcn: no better than random words."]}')
+    assert refresh_readme(tmp_path) is True
+    block = current_block((tmp_path / "README.md").read_text())
+    assert "### Interpretability of the descriptors\n\n- In plain words, lightgcn" in block
+    assert "and `reports/metrics/interpret.json` by" in block
 
 
 def test_cli_builds_the_report(tmp_path, monkeypatch, capsys):

@@ -87,13 +87,23 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}" if abs(x) < 0.01 else f"{x:.3f}"
 
 
+def _wins(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
+    """(runs where ``a`` is higher than ``b``, runs both have)."""
+    shared = [r for r in a["runs"] if r in b["runs"] and a["runs"][r] is not None
+              and b["runs"][r] is not None]
+    return sum(a["runs"][r] > b["runs"][r] for r in shared), len(shared)
+
+
+def _beats(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """A higher mean and a higher value on every paired run."""
+    wins, n = _wins(a, b)
+    return a["mean"] > b["mean"] and wins == n
+
+
 def _compare(a: dict[str, Any], b: dict[str, Any], name: str, unit: str = "seed") -> str:
     """"beats map-only 0.012 (higher on 3 of 3 seeds)" etc., from means and paired runs:
     "beats" needs a higher mean and a higher value on every paired run."""
-    shared = [r for r in a["runs"] if r in b["runs"] and a["runs"][r] is not None
-              and b["runs"][r] is not None]
-    wins = sum(a["runs"][r] > b["runs"][r] for r in shared)
-    n = len(shared)
+    wins, n = _wins(a, b)
     if a["mean"] > b["mean"]:
         verb = "beats" if wins == n else "is higher on average than"
     elif a["mean"] == b["mean"]:
@@ -222,10 +232,54 @@ def scope_sentence(metrics: dict[str, Any]) -> str:
     return (f"The studies read {where}; all {len(runs)} FACE runs ended by early stopping.")
 
 
+def text_measures(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(study, entity, metric, name) of every measure that asks whether the words say
+    something about the entity's text: profile retrieval, keywords, genres, and item
+    retrieval among the fewest candidates (not stability, usage or FACE's own decoder)."""
+    out = [(study, entity, metric, what) for study, entity, metric, what, ref in PRIMARY
+           if ref]
+    ns = _candidates(metrics)
+    if ns:
+        out.append(("item_retrieval", "item", f"acc@{ns[0]}", f"item retrieval among {ns[0]}"))
+    return out
+
+
+def plain_sentence(metrics: dict[str, Any], backbone: str) -> str | None:
+    """The verdict in one plain sentence: on how many text measures FACE's descriptors
+    beat random words (higher mean and higher on every seed), and how far towards the
+    nearest-words reference they get."""
+    won, total, gaps = [], 0, []
+    for study, entity, metric, what in text_measures(metrics):
+        face = leaf(metrics, study, backbone, "face", entity, metric)
+        rnd = leaf(metrics, study, backbone, "random", entity, metric)
+        ref = leaf(metrics, study, backbone, "nearest", entity, metric)
+        if face is None or rnd is None or face["mean"] is None or rnd["mean"] is None:
+            continue
+        total += 1
+        if _beats(face, rnd):
+            won.append(what[0].lower() + what[1:])
+        if ref is not None and ref["mean"] is not None and ref["mean"] > rnd["mean"]:
+            gaps.append((face["mean"] - rnd["mean"]) / (ref["mean"] - rnd["mean"]))
+    if not total:
+        return None
+    if not won:
+        return (f"In plain words, {backbone}: FACE's descriptors are no better than random "
+                f"words on any of the {total} text measures.")
+    far = (f"; at best they cover {100 * max(gaps):.0f}% of the way from random words to "
+           f"the nearest-words reference" if gaps else "")
+    return (f"In plain words, {backbone}: FACE's descriptors beat random words on "
+            f"{len(won)} of {total} text measures ({'; '.join(won)}) and not on the "
+            f"other {total - len(won)}{far}.")
+
+
 def verdicts(metrics: dict[str, Any]) -> list[str]:
-    """One sentence per study, backbone and headline metric, written from the numbers."""
+    """One sentence per study, backbone and headline metric, written from the numbers;
+    each backbone's plain verdict first."""
     out = []
     for bk in metrics.get("backbones", []):
+        s = plain_sentence(metrics, bk)
+        if s:
+            out.append(s)
         for study, entity, metric, what, ref in PRIMARY:
             s = _sentence(metrics, study, bk, entity, metric, what, ref)
             if s:
