@@ -47,3 +47,20 @@ def test_bad_passes_are_one_line_errors(passes):
 def test_the_unit_is_the_smallest_budget_at_most_one_pass():
     assert build(BudgetParams, {"passes": [0.0, 0.25, 4.0]}, "budget").unit == 0.25
     assert build(BudgetParams, {"passes": [2.0, 8.0]}, "budget").unit == 1.0
+
+
+def test_the_readme_states_the_committed_curve():
+    """The README's sentence on the curve is the one written from the committed JSON."""
+    import json
+    from pathlib import Path
+
+    from facelib.systems.face.budget import budget_sentence
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "reports" / "budget" / "budget.json"
+    if not path.is_file():
+        pytest.skip("no committed budget curve (make budget writes reports/budget/budget.json)")
+    sentence = budget_sentence(json.loads(path.read_text()))
+    assert sentence in (root / "README.md").read_text(encoding="utf-8"), (
+        f"README.md does not state the committed budget curve; put this sentence in its "
+        f"budget section: {sentence}")
