@@ -144,7 +144,7 @@ def test_stage_on_a_hand_made_tree(tmp_path):
     csv = pd.read_csv(written["csv"])
     assert set(csv.system) == {"most_popular", "base", "control", "face_map", "face"}
     md = written["md"].read_text()
-    assert md.startswith("# Results") and "## Verdicts" in md and "CPU-bounded" in md
+    assert md.startswith("# Results") and "## Verdicts" in md and "step-bounded runs" in md
     assert not list(tmp_path.rglob(".*-*"))                   # no temporary file left
 
 

@@ -128,14 +128,17 @@ def provenance(runs: list[Run], root: Path, p: ResultsParams, produced: str) -> 
         dims = ", ".join(sorted({str(r.get("emb_dim")) for r in face}))
         steps = lambda n: f"{n} steps" if n else "full"  # noqa: E731
         prov["bounds"] = b
+        aligned = (f"batches of {b.get('align_batch_size')} distinct users and items"
+                   if b.get("align_batch") == "entities"
+                   else f"{b.get('align_entities') or 'all'} rows of each BPR batch")
         prov["compute_profile"] = (
-            f"{'CPU-bounded' if bounded else 'paper-scale'} profile on {devices} (d = {dims};"
-            f" FACE C = {b.get('word_num')}, D = {b.get('word_dim')}, batch "
-            f"{b.get('batch_size')}, map <= {b.get('map_max_epochs')} epochs x "
-            f"{steps(b.get('map_steps_per_epoch'))}, align <= {b.get('align_max_epochs')} "
-            f"epochs x {steps(b.get('align_steps_per_epoch'))}, "
-            f"{b.get('align_entities') or 'all'} rows aligned per step, patience "
-            f"{b.get('patience')})")
+            f"{'step-bounded' if bounded else 'full-epoch'} runs on {devices} (d = {dims};"
+            f" FACE C = {b.get('word_num')}, D = {b.get('word_dim')}, FFN "
+            f"{b.get('ffn_dim')}, batch {b.get('batch_size')}, map <= "
+            f"{b.get('map_max_epochs')} epochs x {steps(b.get('map_steps_per_epoch'))}, "
+            f"align <= {b.get('align_max_epochs')} epochs x "
+            f"{steps(b.get('align_steps_per_epoch'))} over {aligned}, early stopping with "
+            f"patience {b.get('patience')})")
     return prov
 
 
