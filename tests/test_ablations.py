@@ -102,3 +102,15 @@ def test_variant_overrides_are_validated():
     build(AblationsParams, {"variants": {"c4": "--set word_num=4"}}, "ablations")
     with pytest.raises(ParamsError, match="ablations.variants.c4"):
         build(AblationsParams, {"variants": {"c4": "word_num 4; rm -rf"}}, "ablations")
+
+
+def test_variant_overrides_are_read_as_set_does():
+    from facelib.systems.face.ablations import overrides
+
+    from facelib.config import build
+    from facelib.systems.face.params import FaceParams
+
+    values = overrides("--set word_num=4 --set pinv_words=true --set align_weight=1e-2")
+    assert values == {"word_num": 4, "pinv_words": True, "align_weight": "1e-2"}  # YAML 1.1
+    p = build(FaceParams, values, "face")
+    assert (p.word_num, p.pinv_words, p.align_weight) == (4, True, 0.01)

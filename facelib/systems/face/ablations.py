@@ -238,3 +238,32 @@ def write_summary(p: AblationsParams, out_dir: Path, root: Path | None = None,
     (out_dir / "summary.md").write_text("\n".join(md))
     write_json(summary, out_dir / "summary.json")
     return summary
+
+
+def overrides(value: str) -> dict[str, Any]:
+    """``"--set word_num=4 --set pinv_words=true"`` -> ``{"word_num": 4, "pinv_words": True}``
+    (values read as YAML, as ``--set`` does)."""
+    import yaml
+
+    pairs = (tok.split("=", 1) for tok in value.split() if tok != "--set")
+    return {k: yaml.safe_load(v) for k, v in pairs}
+
+
+def prepare_smoke_ablations(p: AblationsParams, progress: bool = False) -> Path:
+    """For an unpublished (smoke) run: tiny FACE runs under ``build/smoke`` (the main run of
+    ``p.backbone`` for seeds ``p.seed`` and ``p.seed + 1``, and one run per variant of
+    ``p.variants``), each trained unless one with the same params is there; returns the
+    reports root to read them from."""
+    from facelib.config import build
+    from facelib.systems.face.interpret.stage import SMOKE_FACE
+    from facelib.systems.face.params import FaceParams
+    from facelib.systems.face.stage import ensure_smoke_run
+    from facelib.train.stage import output_root
+
+    base = {**SMOKE_FACE, "dataset": p.dataset, "backbone": p.backbone}
+    runs = [{**base, "seed": s} for s in (p.seed, p.seed + 1)]
+    runs += [{**base, "seed": p.seed, "tag": tag, **overrides(value)}
+             for tag, value in p.variants.items()]
+    for values in runs:
+        ensure_smoke_run(build(FaceParams, values, "face"), progress)
+    return output_root(False) / "reports"
