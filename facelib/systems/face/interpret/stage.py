@@ -284,10 +284,9 @@ def prepare_smoke_descriptors(p: InterpretParams, progress: bool = False) -> Non
     """For an unpublished (smoke) run: tiny FACE runs (build/smoke) for every backbone x
     seed, each trained unless one with the same params is there; nothing when build/smoke
     holds no full set and the repository does (the study's runs are then read)."""
+    from facelib import paths
     from facelib.config import build
     from facelib.systems.face.stage import FaceParams, ensure_smoke_run
-
-    from facelib import paths
     from facelib.train.stage import output_root
 
     def full(root: Any) -> bool:
