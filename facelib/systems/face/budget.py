@@ -301,6 +301,7 @@ def budget_figure(res: BudgetResult) -> Any:
     ax.set(title="align loss (InfoNCE, unweighted)", ylabel="loss")
     for ax in axes.ravel():
         ax.set_xscale("symlog", linthresh=res.meta["unit"])
+        ax.set_xlim(-res.meta["unit"] / 4, df.passes.max() * 1.05)  # no negative margin
         ax.set_xlabel("passes over the aligned entities")
         for i, (rule, s) in enumerate(res.stops.items()):
             if s["stop"] is not None:
