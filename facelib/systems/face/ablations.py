@@ -242,11 +242,10 @@ def write_summary(p: AblationsParams, out_dir: Path, root: Path | None = None,
 
 def overrides(value: str) -> dict[str, Any]:
     """``"--set word_num=4 --set pinv_words=true"`` -> ``{"word_num": 4, "pinv_words": True}``
-    (values read as YAML, as ``--set`` does)."""
-    import yaml
+    (parsed by the pipeline's own ``--set`` reader)."""
+    from facelib.pipeline import _parse_set
 
-    pairs = (tok.split("=", 1) for tok in value.split() if tok != "--set")
-    return {k: yaml.safe_load(v) for k, v in pairs}
+    return _parse_set([tok for tok in value.split() if tok != "--set"])
 
 
 def prepare_smoke_ablations(p: AblationsParams, progress: bool = False) -> Path:
