@@ -59,7 +59,9 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
     ``overrides`` applied.
 
     Stages after ``data`` whose parameters have a ``dataset`` field take it from
-    ``data.dataset`` (one source of truth), unless overridden. An explicit override beats a
+    ``data.dataset`` (one source of truth), unless overridden; a params class with a
+    ``study_defaults(study)`` method takes those keys from the ``study`` section unless its
+    own section sets them (results: the rows of the systems the study runs). An explicit override beats a
     per-backbone value of ``backbone_overrides`` for the same key.
     """
     params = read_params_file() if params is None else params
@@ -73,6 +75,10 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
         for name, key in (("backbones", "regularized"), ("seeds", "seeds")):
             if name in names and key in study:
                 section.setdefault(name, study[key])
+    from_study = getattr(cls, "study_defaults", None)  # e.g. results: the rows of study.systems
+    if callable(from_study) and isinstance(study, dict):
+        for name, value in from_study(study).items():
+            section.setdefault(name, value)
     overrides = dict(overrides or {})
     per_backbone = section.get("backbone_overrides")
     if isinstance(per_backbone, dict) and overrides:

@@ -60,7 +60,10 @@ def make_tree(root, backbones=("lightgcn",), seeds=(0, 1, 2), shift=0.01, contro
 
 
 def params(**kw) -> ResultsParams:
-    return build(ResultsParams, {"backbones": ["lightgcn"], "dataset": "ml-1m", **kw}, "results")
+    """The rows of a study that ran FACE (what :func:`make_tree` writes)."""
+    return build(ResultsParams, {"backbones": ["lightgcn"], "dataset": "ml-1m",
+                                 **ResultsParams.study_defaults({"systems": ["face"]}), **kw},
+                 "results")
 
 
 # ------------------------------------------------------------------ paired tests

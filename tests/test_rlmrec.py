@@ -353,3 +353,33 @@ def test_missing_base_run_names_train_cf(root):
     from facelib.systems.rlmrec.stage import RLMRecError
     with pytest.raises(RLMRecError, match="run the train_cf stage first"):
         _run(root, backbone="simgcl")
+
+
+# ------------------------------------------------------------------ the results table
+def test_results_rows_follow_the_study_systems():
+    from facelib.pipeline import stage_params
+
+    only_face = stage_params("results", params={"study": {"systems": ["face"]}})
+    assert not any(s.startswith("rlmrec") for s in only_face.systems)
+    both = stage_params("results", params={"study": {"systems": ["face", "rlmrec"]}})
+    assert both.systems[-2:] == ["rlmrec_con", "rlmrec_gen"]
+    assert ["rlmrec_con", "base"] in both.comparisons and ["rlmrec_gen", "base"] in both.comparisons
+    given = stage_params("results", params={"study": {"systems": ["face", "rlmrec"]},
+                                            "results": {"systems": ["base", "face"],
+                                                        "comparisons": [["face", "base"]]}})
+    assert given.systems == ["base", "face"]  # the section's own keys win
+
+
+def test_results_table_reads_the_stage_outputs(root):
+    """The rows of rows.py find the smoke run's metrics JSON and per-user arrays."""
+    from facelib.results import ResultsParams, compute_results
+
+    _run(root, backbone="lightgcn")
+    rows = ["base", "rlmrec_con", "rlmrec_gen"]
+    p = build(ResultsParams, {"dataset": "synthetic", "backbones": ["lightgcn"], "seeds": [0],
+                              "systems": rows, "comparisons": [[r, "base"] for r in rows[1:]]},
+              "results")
+    res = compute_results(p, root / "build" / "smoke")
+    assert set(res.summary.system) == set(rows)
+    assert set(res.significance.treatment) == {"rlmrec_con", "rlmrec_gen"}
+    assert res.agreement < 1e-9

@@ -39,7 +39,7 @@ from facelib.results import tables
 from facelib.io import save_figure, write_text
 from facelib.results.stats import PairedTest, paired_test, summarize
 from facelib.results.systems import (METRICS, SYSTEMS, ResultsError, Run, System,
-                                     load_per_user, load_runs)
+                                     load_per_user, load_runs, own_comparisons, rows_of)
 
 OUTPUTS = {"csv": "reports/results/results.csv", "md": "reports/results/results.md",
            "significance": "reports/results/significance.csv",
@@ -57,7 +57,8 @@ class ResultsParams:
                                  help="backbones with runs to tabulate")
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of every seeded system")
     systems: list[str] = param(list(SYSTEMS), choices=tuple(SYSTEMS),
-                               help="table rows, in order (default: every registered row)")
+                               help="table rows, in order (default: every registered row; "
+                                    "the pipeline: the rows of study.systems)")
     comparisons: list[list[str]] = param(
         [[s.name, ref] for s in SYSTEMS.values() for ref in s.compare],
         help="paired tests: [treatment, reference] (default: each row's own)")
@@ -66,6 +67,17 @@ class ResultsParams:
                                 help="figures, README, verdicts (the first)")
     alpha: float = param(0.05, gt=0.0, lt=1.0, help="significance level")
     ci: float = param(0.95, gt=0.0, lt=1.0, help="confidence level of the mean difference")
+
+    @staticmethod
+    def study_defaults(study: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults taken from the ``study`` section (the pipeline applies them where
+        ``results`` does not set the key): the rows of the systems the study runs
+        (``study.systems``) and their own paired tests."""
+        ran = study.get("systems")
+        if not isinstance(ran, list):
+            return {}
+        rows = rows_of(ran)
+        return {"systems": rows, "comparisons": own_comparisons(rows)}
 
     def __post_init__(self) -> None:
         where = "params [results."

@@ -5,13 +5,18 @@ path pattern with ``{backbone}``, ``{seed}`` and ``{dataset}`` placeholders, rel
 the repository root), the dotted key of the test-metrics dict inside that JSON, and
 optionally the per-user arrays its stage writes for paired tests. The table is built from
 :data:`SYSTEMS` in order: the most-popular floor and the base models (``train_cf``), then
-the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/rows.py``),
-so a later system (RLMRec-Con/Gen, DaRec, ...) joins by declaring its rows there and naming
-them in ``params.yaml`` (``results.systems``)::
+the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/rows.py``,
+``facelib/systems/rlmrec/rows.py``), e.g.::
 
-    System("rlmrec_con", "RLMRec-Con", "the RLMRec-Con run",
-           "reports/metrics/rlmrec_con/{backbone}-{seed}.json", "test", stage="rlmrec_con",
-           per_user=("data/rlmrec_con/{dataset}/per_user-{backbone}-{seed}.npz", "rlmrec_con"))
+    System("rlmrec_con", "RLMRec-Con", "RLMRec-Con",
+           "reports/metrics/systems/rlmrec/{backbone}-{seed}.json", "con.test",
+           stage="regularize", required=False,
+           per_user=("data/systems/rlmrec/{dataset}/{backbone}-{seed}/per_user.npz",
+                     "rlmrec_con"), compare=("base",))
+
+The results stage shows, by default, the rows of the systems the study runs
+(``study.systems``: :func:`rows_of`) and tests each against its own references
+(:func:`own_comparisons`).
 
 Per-user files (``.npz``) hold ``users`` [M] int64 (the evaluated test users, ascending)
 and one float64 [M] array per system and metric named ``"<prefix>.<metric>"``
@@ -40,25 +45,44 @@ METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in
 CF_PER_USER = "data/cf/{dataset}/per_user-{backbone}-{seed}.npz"
 
 
-def result_rows() -> tuple[System, ...]:
-    """Every system's rows of the results table (``facelib/systems/<name>/rows.py``), in
+def system_rows() -> dict[str, tuple[System, ...]]:
+    """Each system's rows of the results table (``facelib/systems/<name>/rows.py``), in
     :func:`facelib.systems.systems` order."""
-    return tuple(row for name in systems()
-                 for row in importlib.import_module(ROWS_MODULE.format(name=name)).ROWS)
+    return {name: tuple(importlib.import_module(ROWS_MODULE.format(name=name)).ROWS)
+            for name in systems()}
+
+
+def result_rows() -> tuple[System, ...]:
+    """Every system's rows of the results table, in :func:`facelib.systems.systems` order."""
+    return tuple(row for rows in system_rows().values() for row in rows)
 
 
 class ResultsError(DataError):
     """An input of the results stage is missing or inconsistent (one-line message)."""
 
 
-SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
+BASE_ROWS: tuple[System, ...] = (
     System("most_popular", "Most popular", "the most-popular floor",
            "reports/metrics/cf/most_popular.json", "test", stage="train_cf_floor"),
     System("base", "Base (train_cf)", "the base model",
            "reports/metrics/cf/{backbone}-{seed}.json", "test", stage="train_cf",
            per_user=(CF_PER_USER, "base")),
-    *result_rows(),
-)})
+)
+SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
+    *BASE_ROWS, *result_rows())})
+
+
+def rows_of(names: Sequence[str]) -> list[str]:
+    """The row names of the table of a study that ran the systems ``names``: the base rows,
+    then each named system's rows (in :func:`facelib.systems.systems` order)."""
+    return [*(s.name for s in BASE_ROWS),
+            *(row.name for name, rows in system_rows().items() if name in names
+              for row in rows)]
+
+
+def own_comparisons(rows: Sequence[str]) -> list[list[str]]:
+    """Each of ``rows`` against its own references (``System.compare``) among ``rows``."""
+    return [[name, ref] for name in rows for ref in SYSTEMS[name].compare if ref in rows]
 
 
 @dataclass(frozen=True)
