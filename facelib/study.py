@@ -1,7 +1,8 @@
 """``params.yaml`` section ``study``: what the study runs, written once.
 
 The DVC matrices read it (``train_cf``: ``backbones`` x ``seeds``; ``regularize``:
-``systems`` x ``regularized`` x ``seeds``), and the pipeline fills the ``backbones`` and
+``systems`` x ``regularized`` x ``seeds``; ``related/dvc.yaml``'s ``related``: ``related`` x
+``regularized`` x ``seeds``), and the pipeline fills the ``backbones`` and
 ``seeds`` of the results and interpret stages from it, so a profile that runs fewer seeds
 or backbones changes one section.
 """
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 
 from facelib.config import ParamsError, param
 from facelib.models.registry import BACKBONES
-from facelib.systems import systems
+from facelib.results.systems import RELATED_STAGE, system_rows
+
+# systems whose rows the related pipeline writes (trained from scratch beside the study)
+RELATED: tuple[str, ...] = tuple(name for name, rows in system_rows().items()
+                                 if rows and all(r.stage == RELATED_STAGE for r in rows))
+REGULARIZERS: tuple[str, ...] = tuple(name for name in system_rows() if name not in RELATED)
 
 
 @dataclass(frozen=True)
@@ -21,14 +27,17 @@ class StudyParams:
 
     backbones: list[str] = param(list(BACKBONES), choices=BACKBONES,
                                  help="CF backbones trained by train_cf")
-    systems: list[str] = param(list(systems()), choices=systems(),
+    systems: list[str] = param(list(REGULARIZERS), choices=REGULARIZERS,
                                help="regulariser systems run on the pretrained backbones")
+    related: list[str] = param(list(RELATED), choices=RELATED,
+                               help="systems trained from scratch beside them by "
+                                    "related/dvc.yaml (make related)")
     regularized: list[str] = param(["lightgcn", "mf"], choices=BACKBONES,
                                    help="backbones the systems run on (and the tables show)")
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of every seeded run")
 
     def __post_init__(self) -> None:
-        for key in ("backbones", "systems", "regularized", "seeds"):
+        for key in ("backbones", "systems", "related", "regularized", "seeds"):
             values = list(getattr(self, key))
             if not values or len(set(values)) != len(values):
                 raise ParamsError(f"params [study.{key}]: {values} must name at least one "

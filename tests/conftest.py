@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +45,49 @@ def backbone_params(**values):
     from facelib.train import TrainCFParams
 
     return build(TrainCFParams, values, "train_cf")
+
+
+# ------------------------------------------------------------------ jointly trained systems
+TINY_CF = dict(dataset="synthetic", dim=16, layers=2, lr=0.01, batch_size=64, max_epochs=3,
+               eval_every=1, patience=2, device="cpu", num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def joint_root(tmp_path_factory):
+    """For the jointly trained systems (RLMRec, DaRec): a throw-away root (FACELIB_ROOT)
+    with a 60 x 40 synthetic dataset, text artifacts with random unit profiles, and base
+    LightGCN and MF runs (seed 0)."""
+    from facelib import paths
+    from facelib.config import build
+    from facelib.data import build_dataset, make_synthetic, save_dataset
+    from facelib.train import TrainCFParams, run_train_cf
+
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("root")
+    mp.setenv("FACELIB_ROOT", str(root))
+    threads = torch.get_num_threads()
+    try:
+        ds = build_dataset("synthetic", make_synthetic(60, 40, ratings_per_user=15, seed=1),
+                           4.0, 0)
+        save_dataset(ds, paths.processed_dir("synthetic"))
+        folder = paths.text_dir("synthetic")
+        folder.mkdir(parents=True)
+        gen = np.random.default_rng(0)
+        for kind, n in (("user", ds.n_users), ("item", ds.n_items), ("codebook", 3),
+                        ("word_emb", 3)):
+            x = gen.standard_normal((n, 24)).astype(np.float32)
+            name = kind if kind in ("codebook", "word_emb") else f"{kind}_emb"
+            np.save(folder / f"{name}.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
+        (folder / "vocabulary.csv").write_text("word,token_id\nred,1\nblue,2\ngreen,3\n")
+        (folder / "profiles.json").write_text(json.dumps(
+            {"builder": "test", "user": ["u"] * ds.n_users, "item": ["i"] * ds.n_items}))
+        (folder / "meta.json").write_text(json.dumps(
+            {"format": 2, "dim": 24, "n_users": ds.n_users, "n_items": ds.n_items,
+             "vocabulary_size": 3, "builder": "test"}))
+        for backbone in ("lightgcn", "mf"):
+            run_train_cf(build(TrainCFParams, {**TINY_CF, "backbone": backbone}, "train_cf"),
+                         publish=False)
+        yield root
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)

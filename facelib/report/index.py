@@ -95,7 +95,8 @@ def index_html(reports: Path, today: str | None = None,
            "<title>facelib report</title>", f"<style>{CSS}</style></head><body>",
            "<h1>facelib: a reproducible companion to FACE</h1>",
            f'<p class="meta">{esc(meta_line(reports))} Page written {esc(today)}.</p>']
-    extra = [("ablations/index.html", "Ablations"), ("budget/index.html", "Alignment budget curve"),
+    extra = [("related/index.html", "RLMRec-Con/Gen and DaRec beside FACE"),
+             ("ablations/index.html", "Ablations"), ("budget/index.html", "Alignment budget curve"),
              ("budget/budget.png", "(figure)"), ("explorer.html", "Descriptor explorer")]
     links = [f'<a href="{href}">{label}</a>' for href, label in extra
              if (reports / href).is_file()]

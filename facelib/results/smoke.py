@@ -7,7 +7,8 @@ Per backbone and seed, M users get base metrics, then (means over users in the J
 - LightGCN: control = base + noise, map = base + 0.002, FACE = base + 0.01 + noise
   (a clear gain over both);
 - MF: no control run (``control: null``, no ``control.*`` arrays), map = FACE = base +
-  noise (no gain).
+  noise (no gain);
+- every row of the related pipeline (RLMRec-Con, ...): base + half FACE's gain + noise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facelib.io import write_json
-from facelib.results.systems import CF_PER_USER, METRICS
+from facelib.results.systems import CF_PER_USER, METRICS, RELATED_STAGE, SYSTEMS
 from facelib.systems.face.rows import METRICS as FACE_METRICS
 from facelib.systems.face.rows import PER_USER as FACE_PER_USER
 
@@ -47,6 +48,38 @@ def _shift(values: dict[str, np.ndarray], gen: np.random.Generator, mean: float,
 
 def _means(values: dict[str, np.ndarray]) -> dict[str, float]:
     return {m: float(values[m].mean()) for m in METRICS}
+
+
+def _put(record: dict[str, Any], key: str, value: Any) -> None:
+    """``record[a][b]... = value`` for the dotted ``key`` ``a.b...``."""
+    *parents, last = key.split(".")
+    for part in parents:
+        record = record.setdefault(part, {})
+    record[last] = value
+
+
+def _related_rows(root: Path, dataset: str, backbone: str, seed: int,
+                  base: dict[str, np.ndarray], gain: float, users: np.ndarray,
+                  gen: np.random.Generator) -> None:
+    """Metrics JSON and per-user arrays of every row the related pipeline writes."""
+    records: dict[Path, dict[str, Any]] = {}
+    arrays: dict[Path, dict[str, np.ndarray]] = {}
+    for row in (s for s in SYSTEMS.values() if s.stage == RELATED_STAGE):
+        values = _shift(base, gen, gain / 2, 0.004)
+        path = root / row.metrics.format(backbone=backbone, seed=seed, dataset=dataset)
+        record = records.setdefault(path, {
+            "backbone": backbone, "dataset": dataset, "seed": seed,
+            "stopped_by": "early_stopping", "profile_builder": "template (smoke)"})
+        _put(record, row.key, _means(values))
+        if row.per_user is not None:
+            pattern, prefix = row.per_user
+            npz = root / pattern.format(backbone=backbone, seed=seed, dataset=dataset)
+            arrays.setdefault(npz, {}).update({f"{prefix}.{m}": values[m] for m in METRICS})
+    for path, record in records.items():
+        write_json(record, path)
+    for npz, named in arrays.items():
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(npz, users=users, **named)
 
 
 def prepare_smoke_inputs(dataset: str, backbones: list[str], seeds: list[int],
@@ -88,3 +121,4 @@ def prepare_smoke_inputs(dataset: str, backbones: list[str], seeds: list[int],
                 npz.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(npz, users=users, **{f"{s}.{m}": v[m] for s, v in systems.items()
                                               if s in names for m in METRICS})
+            _related_rows(root, dataset, backbone, seed, base, gain, users, gen)

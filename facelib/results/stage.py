@@ -38,14 +38,24 @@ from facelib.io import write_json
 from facelib.results import tables
 from facelib.io import save_figure, write_text
 from facelib.results.stats import PairedTest, paired_test, summarize
-from facelib.results.systems import (METRICS, SYSTEMS, ResultsError, Run, System,
-                                     load_per_user, load_runs)
+from facelib.results.systems import (METRICS, SYSTEMS, TABLES, ResultsError, Run, System,
+                                     load_per_user, load_runs, own_comparisons, table_rows)
 
 OUTPUTS = {"csv": "reports/results/results.csv", "md": "reports/results/results.md",
            "significance": "reports/results/significance.csv",
            "json": "reports/metrics/results.json"}
 FIGURES = {"bars": "reports/figures/results_bars.png",
            "per_user": "reports/figures/results_per_user.png"}
+RELATED_DIR = "reports/related"  # the related table's outputs: the same names, one folder
+
+
+def outputs(table: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Where ``table`` is written (files, figures), relative to the root: the study's in
+    :data:`OUTPUTS` and :data:`FIGURES`, the related table's all under :data:`RELATED_DIR`."""
+    if table == "study":
+        return dict(OUTPUTS), dict(FIGURES)
+    return ({k: f"{RELATED_DIR}/{Path(v).name}" for k, v in OUTPUTS.items()},
+            {k: f"{RELATED_DIR}/{Path(v).name}" for k, v in FIGURES.items()})
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,13 @@ class ResultsParams:
     backbones: list[str] = param(["lightgcn", "mf"], choices=BACKBONES,
                                  help="backbones with runs to tabulate")
     seeds: list[int] = param([0, 1, 2], ge=0, help="seeds of every seeded system")
-    systems: list[str] = param(list(SYSTEMS), choices=tuple(SYSTEMS),
-                               help="table rows, in order (default: every registered row)")
+    table: str = param("study", choices=TABLES,
+                       help="study (dvc.yaml) or related (related/dvc.yaml): which rows by "
+                            "default and where the table is written")
+    systems: list[str] = param([], choices=tuple(SYSTEMS),
+                               help="table rows, in order ([]: the table's rows)")
     comparisons: list[list[str]] = param(
-        [[s.name, ref] for s in SYSTEMS.values() for ref in s.compare],
-        help="paired tests: [treatment, reference] (default: each row's own)")
+        [], help="paired tests: [treatment, reference] ([]: each row's own among the rows)")
     metrics: list[str] = param(list(METRICS), choices=METRICS)
     headline: list[str] = param(["recall@20", "ndcg@20"], choices=METRICS,
                                 help="figures, README, verdicts (the first)")
@@ -69,6 +81,10 @@ class ResultsParams:
 
     def __post_init__(self) -> None:
         where = "params [results."
+        if not self.systems:  # frozen: the defaults that depend on table are set once here
+            object.__setattr__(self, "systems", table_rows(self.table))
+        if not self.comparisons:
+            object.__setattr__(self, "comparisons", own_comparisons(self.systems))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"{where}seeds]: give at least one seed, each once")
         for pair in self.comparisons:
@@ -115,7 +131,8 @@ def provenance(runs: list[Run], root: Path, p: ResultsParams, produced: str) -> 
         if data.get("dataset") == p.dataset:
             prov.update(split_seed=data.get("seed"), users=data.get("users"),
                         items=data.get("items"), test_interactions=data.get("test"))
-    builders = sorted({str(r.get("profile_builder")) for r in face if r.get("profile_builder")})
+    builders = sorted({str(r.record["profile_builder"]) for r in runs
+                       if r.record.get("profile_builder")})  # every system that read profiles
     prov["profile_builder"] = ", ".join(builders) or None
     if face:
         b = face[0]["bounds"]
@@ -216,7 +233,7 @@ def compute_results(p: ResultsParams, root: Path | None = None, produced: str | 
     res = Results(p, runs, summary, sig, diffs, sentences, prov, gap)
     note = (f"A difference is called significant when both p-values are below {p.alpha} "
             f"(no correction for multiple comparisons); every metric is in "
-            f"`{OUTPUTS['significance']}`.")
+            f"`{outputs(p.table)[0]['significance']}`.")
     res.markdown = tables.results_markdown(
         tables.summary_markdown(summary, p.metrics, registry),
         tables.significance_markdown(sig, p.headline, registry), sentences,
@@ -259,15 +276,17 @@ def headline_json(res: Results) -> dict[str, Any]:
 def write_results(res: Results, root: Path | None = None,
                   figures: Mapping[str, Figure] | None = None) -> dict[str, Path]:
     """Write the CSVs, ``results.md``, ``results.json`` and the given figures (keys of
-    :data:`FIGURES`) below ``root``; return the written paths by key."""
+    :data:`FIGURES`) below ``root``, where the params' table goes (:func:`outputs`); return
+    the written paths by key."""
     root = Path(root) if root is not None else paths.repo_root()
-    out = {k: root / v for k, v in OUTPUTS.items()}
+    files, figure_files = outputs(res.params.table)
+    out = {k: root / v for k, v in files.items()}
     write_text(res.summary.to_csv(index=False, float_format="%.6g"), out["csv"])
     write_text(res.significance.to_csv(index=False, float_format="%.6g"), out["significance"])
     write_text(res.markdown, out["md"])
     write_json(headline_json(res), out["json"])
     for key, fig in (figures or {}).items():
-        out[key] = save_figure(fig, root / FIGURES[key])
+        out[key] = save_figure(fig, root / figure_files[key])
     return out
 
 

@@ -5,13 +5,21 @@ path pattern with ``{backbone}``, ``{seed}`` and ``{dataset}`` placeholders, rel
 the repository root), the dotted key of the test-metrics dict inside that JSON, and
 optionally the per-user arrays its stage writes for paired tests. The table is built from
 :data:`SYSTEMS` in order: the most-popular floor and the base models (``train_cf``), then
-the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/rows.py``),
-so a later system (RLMRec-Con/Gen, DaRec, ...) joins by declaring its rows there and naming
-them in ``params.yaml`` (``results.systems``)::
+the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/rows.py``,
+``facelib/systems/rlmrec/rows.py``), e.g.::
 
-    System("rlmrec_con", "RLMRec-Con", "the RLMRec-Con run",
-           "reports/metrics/rlmrec_con/{backbone}-{seed}.json", "test", stage="rlmrec_con",
-           per_user=("data/rlmrec_con/{dataset}/per_user-{backbone}-{seed}.npz", "rlmrec_con"))
+    System("rlmrec_con", "RLMRec-Con", "RLMRec-Con",
+           "reports/metrics/related/rlmrec/{backbone}-{seed}.json", "con.test",
+           stage="related", required=False,
+           per_user=("data/related/rlmrec/{dataset}/{backbone}-{seed}/per_user.npz",
+                     "rlmrec_con"), compare=("base", "face"))
+
+Two tables are built from it (:data:`TABLES`, the results stage's ``table``): ``study``
+(``dvc.yaml``: the floor, the base models and every row but the related systems') and
+``related`` (``related/dvc.yaml``, ``make related``: the floor, the base models and FACE
+read beside the rows written by the related pipeline's stage, :data:`RELATED_STAGE`).
+:func:`table_rows` gives a table's rows; each row is tested against its own references
+among them (:func:`own_comparisons`).
 
 Per-user files (``.npz``) hold ``users`` [M] int64 (the evaluated test users, ascending)
 and one float64 [M] array per system and metric named ``"<prefix>.<metric>"``
@@ -40,25 +48,52 @@ METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in
 CF_PER_USER = "data/cf/{dataset}/per_user-{backbone}-{seed}.npz"
 
 
-def result_rows() -> tuple[System, ...]:
-    """Every system's rows of the results table (``facelib/systems/<name>/rows.py``), in
+def system_rows() -> dict[str, tuple[System, ...]]:
+    """Each system's rows of the results table (``facelib/systems/<name>/rows.py``), in
     :func:`facelib.systems.systems` order."""
-    return tuple(row for name in systems()
-                 for row in importlib.import_module(ROWS_MODULE.format(name=name)).ROWS)
+    return {name: tuple(importlib.import_module(ROWS_MODULE.format(name=name)).ROWS)
+            for name in systems()}
+
+
+def result_rows() -> tuple[System, ...]:
+    """Every system's rows of the results table, in :func:`facelib.systems.systems` order."""
+    return tuple(row for rows in system_rows().values() for row in rows)
 
 
 class ResultsError(DataError):
     """An input of the results stage is missing or inconsistent (one-line message)."""
 
 
-SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
+BASE_ROWS: tuple[System, ...] = (
     System("most_popular", "Most popular", "the most-popular floor",
            "reports/metrics/cf/most_popular.json", "test", stage="train_cf_floor"),
     System("base", "Base (train_cf)", "the base model",
            "reports/metrics/cf/{backbone}-{seed}.json", "test", stage="train_cf",
            per_user=(CF_PER_USER, "base")),
-    *result_rows(),
-)})
+)
+SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
+    *BASE_ROWS, *result_rows())})
+
+
+TABLES = ("study", "related")  # the results stage's tables (params: results.table)
+RELATED_STAGE = "related"       # the stage of related/dvc.yaml that writes the related rows
+READ_BESIDE = ("most_popular", "base", "face")  # the study's rows the related table repeats
+
+
+def table_rows(table: str) -> list[str]:
+    """The rows of ``table``: ``study`` has every row not written by the related pipeline
+    (:data:`SYSTEMS` order); ``related`` has :data:`READ_BESIDE`, then the related rows."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    related = [s.name for s in SYSTEMS.values() if s.stage == RELATED_STAGE]
+    if table == "study":
+        return [name for name in SYSTEMS if name not in related]
+    return [*READ_BESIDE, *related]
+
+
+def own_comparisons(rows: Sequence[str]) -> list[list[str]]:
+    """Each of ``rows`` against its own references (``System.compare``) among ``rows``."""
+    return [[name, ref] for name in rows for ref in SYSTEMS[name].compare if ref in rows]
 
 
 @dataclass(frozen=True)

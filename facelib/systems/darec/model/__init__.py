@@ -1,0 +1,1 @@
+"""DaRec's regulariser (``darec``) and its reconstructed losses (``structure``)."""

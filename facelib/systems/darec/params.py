@@ -1,0 +1,53 @@
+"""``params.yaml`` section ``darec`` (where a run reads and writes:
+:mod:`facelib.systems.joint`).
+
+DaRec's hyperparameters were not published with code; the defaults are one point of the
+grid the specification names (α, β ∈ {1e-3, 1e-2, 1e-1}, K ∈ {4, 8, 16, 32}, shared and
+specific size 32, temperature 0.2), not tuned. The backbone and the schedule are those of
+the ``train_cf`` run of the same backbone and seed, as for RLMRec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facelib.config import dataset_param, device_param, param, threads_param
+from facelib.models.registry import BACKBONES
+from facelib.systems.darec.model.structure import LOCAL
+
+VARIANTS = ("full",)  # every switched-on part together (one run per backbone x seed)
+
+
+@dataclass(frozen=True)
+class DaRecParams:
+    """``params.yaml`` section ``darec`` (reconstructed parts behind switches)."""
+
+    dataset: str = dataset_param()
+    backbone: str = param("lightgcn", choices=BACKBONES,
+                          help="backbone trained with the regulariser (its train_cf run "
+                               "gives d, layers, reg and the schedule)")
+    seed: int = param(0, ge=0, help="seed of the run (and of the train_cf run it mirrors)")
+    shared_dim: int = param(32, ge=1, help="k, the size of the shared and specific parts")
+    alpha: float = param(1e-2, ge=0.0, help="weight of the disentangling terms")
+    beta: float = param(1e-1, ge=0.0, help="weight of the global + local alignment")
+    clusters: int = param(8, ge=1, help="K preference centres per side (local alignment)")
+    tau: float = param(0.2, gt=0.0, help="temperature of the assign_kl local alignment")
+    ortho: bool = param(True, help="reconstructed: shared ⟂ specific on each side")
+    uniformity: bool = param(True, help="reconstructed: uniformity of the shared parts")
+    global_align: bool = param(True, help="reconstructed: batch similarity matrices agree")
+    local: str = param("center_match", choices=LOCAL,
+                       help="reconstructed: matched preference centres (center_match), "
+                            "their soft assignments (assign_kl), or off")
+    resume: bool = param(False, help="continue an interrupted run from its saved state")
+    device: str = device_param()
+    num_threads: int = threads_param()
+
+    def switches(self) -> dict[str, object]:
+        """The reconstructed parts in force (recorded in every output)."""
+        return {k: getattr(self, k) for k in ("ortho", "uniformity", "global_align", "local")}
+
+    def run_name(self) -> str:
+        return f"{self.backbone}-{self.seed}"
+
+
+Params = DaRecParams  # the system's params class (facelib.systems convention)
