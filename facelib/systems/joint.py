@@ -45,12 +45,14 @@ import pandas as pd
 import torch
 
 from facelib import paths
+from facelib.config import dataset_param, device_param, param, threads_param
 from facelib.data import RecDataset, load_dataset
 from facelib.data.errors import DataError
 from facelib.device import resolve_device
 from facelib.eval import KS
 from facelib.io import StagedOutputs, write_json
 from facelib.models import Backbone, Regularizer, make_backbone
+from facelib.models.registry import BACKBONES
 from facelib.seed import seed_everything
 from facelib.train import (FitResult, Phase, TrainCFParams, TrainingError, fit, load_backbone,
                            save_checkpoint, save_per_user)
@@ -67,6 +69,20 @@ RegularizerFactory = Callable[[torch.Tensor, torch.Tensor, int, float], Regulari
 
 class JointError(DataError):
     """An input of a jointly trained system is missing or does not fit (one line)."""
+
+
+@dataclass(frozen=True)
+class JointParams:
+    """The fields every jointly trained system's params section has (its own follow)."""
+
+    dataset: str = dataset_param()
+    backbone: str = param("lightgcn", choices=BACKBONES,
+                          help="backbone trained with the regulariser (its train_cf run "
+                               "gives d, layers, reg and the schedule)")
+    seed: int = param(0, ge=0, help="seed of the run (and of the train_cf run it mirrors)")
+    resume: bool = param(False, help="continue an interrupted run from its saved state")
+    device: str = device_param()
+    num_threads: int = threads_param()
 
 
 @dataclass(frozen=True)
@@ -96,19 +112,27 @@ def run_files(root: Path, system: str, dataset: str, run: str,
             "per_user": root / "data" / group / dataset / run / "per_user.npz"}
 
 
+def base_files(dataset: str, backbone: str, seed: int, publish: bool) -> tuple[Path, Path]:
+    """The checkpoint and metrics JSON of the train_cf run a run mirrors. Unpublished runs
+    read a smoke train_cf run (build/smoke) when one exists, else the published one."""
+    name = f"{backbone}-{seed}"
+    cf = Path("checkpoints") / "cf" / dataset / f"{name}.pt"
+    root = output_root(publish)
+    src = root if (root / cf).is_file() else paths.repo_root()
+    return src / cf, src / "reports" / "metrics" / "cf" / f"{name}.json"
+
+
 def joint_paths(system: str, dataset: str, backbone: str, seed: int,
                 variants: Sequence[str], publish: bool) -> JointPaths:
-    """Where the run reads and writes. Unpublished runs write under build/smoke/ and read
-    a smoke train_cf run when one exists, else the published one."""
-    root, name = output_root(publish), f"{backbone}-{seed}"
-    cf = Path("checkpoints") / "cf" / dataset / f"{name}.pt"
-    src = root if (root / cf).is_file() else paths.repo_root()
+    """Where the run reads (:func:`base_files`) and writes (below build/smoke/ unless
+    ``publish``)."""
+    name = f"{backbone}-{seed}"
+    checkpoint, metrics = base_files(dataset, backbone, seed, publish)
     return JointPaths(
-        base_checkpoint=src / cf,
-        base_metrics=src / "reports" / "metrics" / "cf" / f"{name}.json",
+        base_checkpoint=checkpoint, base_metrics=metrics,
         state={v: state_path(publish, f"{PIPELINE}/{system}", dataset, f"{name}-{v}")
                for v in variants},
-        **run_files(root, system, dataset, name, variants))
+        **run_files(output_root(publish), system, dataset, name, variants))
 
 
 # ------------------------------------------------------------------------ inputs
@@ -152,7 +176,7 @@ def profile_tensors(dataset: str, ds: RecDataset
     return torch.from_numpy(art.user_emb), torch.from_numpy(art.item_emb), art.meta
 
 
-def run_params(p: Any, variant: str, cfp: TrainCFParams) -> dict[str, Any]:
+def run_params(p: JointParams, variant: str, cfp: TrainCFParams) -> dict[str, Any]:
     """What a run's numbers depend on: the system's params without the runtime keys (and
     without ``variants``), the variant and the mirrored train_cf params."""
     cf = {k: v for k, v in asdict(cfp).items() if k not in RUNTIME}
@@ -161,7 +185,7 @@ def run_params(p: Any, variant: str, cfp: TrainCFParams) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ training
-def train_variant(variant: str, make: RegularizerFactory, p: Any, cfp: TrainCFParams,
+def train_variant(variant: str, make: RegularizerFactory, p: JointParams, cfp: TrainCFParams,
                   ds: RecDataset, profiles: tuple[torch.Tensor, torch.Tensor],
                   state: Path, device: torch.device, fix: str, progress: bool = False
                   ) -> tuple[Backbone, Regularizer, FitResult]:
@@ -182,7 +206,7 @@ def train_variant(variant: str, make: RegularizerFactory, p: Any, cfp: TrainCFPa
     return model, reg, res
 
 
-def run_joint(system: str, p: Any, factories: Mapping[str, RegularizerFactory],
+def run_joint(system: str, p: JointParams, factories: Mapping[str, RegularizerFactory],
               skipped: Mapping[str, str] | None = None, fix: str = "the regulariser's weight",
               notes: Mapping[str, Any] | None = None, progress: bool = False,
               publish: bool = False) -> dict[str, Any]:
@@ -251,10 +275,10 @@ def run_joint(system: str, p: Any, factories: Mapping[str, RegularizerFactory],
 
 
 # ------------------------------------------------------------------------ notebook helpers
-def prepare_smoke_inputs(dataset: str, backbone: str, seed: int, system: str,
-                         progress: bool = False) -> None:
-    """Create what a standalone smoke run needs and is missing: the synthetic processed
-    dataset, its text artifacts, and a tiny base run (build/smoke)."""
+def prepare_smoke_inputs(p: JointParams, progress: bool = False) -> None:
+    """Create what a standalone smoke run of ``p`` needs and is missing: the synthetic
+    processed dataset, its text artifacts, and a tiny base run (build/smoke)."""
+    dataset, backbone, seed = p.dataset, p.backbone, p.seed
     from facelib.config import build
     from facelib.data import DataParams, prepare_dataset
     from facelib.text import TextError, TextParams, load_text_artifacts
@@ -268,8 +292,7 @@ def prepare_smoke_inputs(dataset: str, backbone: str, seed: int, system: str,
     except TextError:  # missing, or written by an older version
         run_text_stage(build(TextParams, {"dataset": dataset, "device": "cpu"}, "text"),
                        progress)
-    if not joint_paths(system, dataset, backbone, seed, (), publish=False
-                       ).base_checkpoint.is_file():
+    if not base_files(dataset, backbone, seed, publish=False)[0].is_file():
         values = {"dataset": dataset, "backbone": backbone, "seed": seed, "dim": 32,
                   "layers": 2, "lr": 0.01, "batch_size": 256, "max_epochs": 10,
                   "eval_every": 2, "patience": 3, "device": "cpu"}

@@ -11,22 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelib.config import dataset_param, device_param, param, threads_param
-from facelib.models.registry import BACKBONES
+from facelib.config import param
 from facelib.systems.darec.model.structure import LOCAL
-
-VARIANTS = ("full",)  # every switched-on part together (one run per backbone x seed)
+from facelib.systems.joint import JointParams
 
 
 @dataclass(frozen=True)
-class DaRecParams:
-    """``params.yaml`` section ``darec`` (reconstructed parts behind switches)."""
+class DaRecParams(JointParams):
+    """``params.yaml`` section ``darec`` (reconstructed parts behind switches); dataset,
+    backbone, seed and the runtime keys are :class:`JointParams`'."""
 
-    dataset: str = dataset_param()
-    backbone: str = param("lightgcn", choices=BACKBONES,
-                          help="backbone trained with the regulariser (its train_cf run "
-                               "gives d, layers, reg and the schedule)")
-    seed: int = param(0, ge=0, help="seed of the run (and of the train_cf run it mirrors)")
     shared_dim: int = param(32, ge=1, help="k, the size of the shared and specific parts")
     alpha: float = param(1e-2, ge=0.0, help="weight of the disentangling terms")
     beta: float = param(1e-1, ge=0.0, help="weight of the global + local alignment")
@@ -38,16 +32,10 @@ class DaRecParams:
     local: str = param("center_match", choices=LOCAL,
                        help="reconstructed: matched preference centres (center_match), "
                             "their soft assignments (assign_kl), or off")
-    resume: bool = param(False, help="continue an interrupted run from its saved state")
-    device: str = device_param()
-    num_threads: int = threads_param()
 
     def switches(self) -> dict[str, object]:
         """The reconstructed parts in force (recorded in every output)."""
         return {k: getattr(self, k) for k in ("ortho", "uniformity", "global_align", "local")}
-
-    def run_name(self) -> str:
-        return f"{self.backbone}-{self.seed}"
 
 
 Params = DaRecParams  # the system's params class (facelib.systems convention)

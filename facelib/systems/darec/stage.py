@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-
 from facelib.systems import joint
 from facelib.systems.darec.model.darec import DaRec
 from facelib.systems.darec.params import DaRecParams
@@ -40,18 +38,3 @@ def run_darec(p: DaRecParams, progress: bool = False, publish: bool = False
                            notes={"reconstructed": {"what": RECONSTRUCTED,
                                                     "switches": p.switches()}},
                            progress=progress, publish=publish)
-
-
-def prepare_smoke_inputs(p: DaRecParams, progress: bool = False) -> None:
-    """The synthetic data, text artifacts and tiny base run a smoke run needs."""
-    joint.prepare_smoke_inputs(p.dataset, p.backbone, p.seed, SYSTEM, progress)
-
-
-def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Test metrics of the base model and the DaRec run: rows run, columns metric."""
-    return joint.metrics_table(metrics, LABELS)
-
-
-def curves(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Per-epoch log of the run in long form (run, epoch, losses, validation)."""
-    return joint.curves(metrics, LABELS)

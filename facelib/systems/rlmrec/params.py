@@ -11,21 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelib.config import ParamsError, dataset_param, device_param, param, threads_param
-from facelib.models.registry import BACKBONES
+from facelib.config import ParamsError, param
+from facelib.systems.joint import JointParams
 
 VARIANTS = ("con", "gen")  # RLMRec-Con (contrastive), RLMRec-Gen (generative, masking)
 
 
 @dataclass(frozen=True)
-class RLMRecParams:
-    """``params.yaml`` section ``rlmrec`` (defaults: RLMRec's Amazon-book values)."""
+class RLMRecParams(JointParams):
+    """``params.yaml`` section ``rlmrec`` (defaults: RLMRec's Amazon-book values); dataset,
+    backbone, seed and the runtime keys are :class:`JointParams`'."""
 
-    dataset: str = dataset_param()
-    backbone: str = param("lightgcn", choices=BACKBONES,
-                          help="backbone trained with the regulariser (its train_cf run "
-                               "gives d, layers, reg and the schedule)")
-    seed: int = param(0, ge=0, help="seed of the run (and of the train_cf run it mirrors)")
     variants: list[str] = param(list(VARIANTS), choices=VARIANTS,
                                 help="con (RLMRec-Con) and/or gen (RLMRec-Gen), each a run "
                                      "from scratch")
@@ -34,17 +30,11 @@ class RLMRecParams:
     mask_ratio: float = param(0.15, gt=0.0, le=1.0, help="Gen: share of all nodes masked")
     recon_weight: float = param(0.1, ge=0.0, help="Gen: weight of the reconstruction term")
     recon_tau: float = param(0.5, gt=0.0, help="Gen: InfoNCE temperature")
-    resume: bool = param(False, help="continue an interrupted run from its saved state")
-    device: str = device_param()
-    num_threads: int = threads_param()
 
     def __post_init__(self) -> None:
         if not self.variants or len(set(self.variants)) != len(self.variants):
             raise ParamsError(f"params [rlmrec.variants]: {list(self.variants)} must name "
                               f"con and/or gen, each once; fix it in params.yaml")
-
-    def run_name(self) -> str:
-        return f"{self.backbone}-{self.seed}"
 
 
 Params = RLMRecParams  # the system's params class (facelib.systems convention)

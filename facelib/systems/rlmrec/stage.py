@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-
 from facelib.systems import joint
 from facelib.systems.rlmrec.model.contrastive import RLMRecCon
 from facelib.systems.rlmrec.model.generative import GRAPH_FREE, RLMRecGen
@@ -53,18 +51,3 @@ def run_rlmrec(p: RLMRecParams, progress: bool = False, publish: bool = False
     return joint.run_joint(SYSTEM, p, factories(p), skipped,
                            fix="rlmrec.kd_weight / rlmrec.recon_weight",
                            progress=progress, publish=publish)
-
-
-def prepare_smoke_inputs(p: RLMRecParams, progress: bool = False) -> None:
-    """The synthetic data, text artifacts and tiny base run a smoke run needs."""
-    joint.prepare_smoke_inputs(p.dataset, p.backbone, p.seed, SYSTEM, progress)
-
-
-def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Test metrics of the base model and each variant run: rows run, columns metric."""
-    return joint.metrics_table(metrics, LABELS)
-
-
-def curves(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Per-epoch logs of the variants in long form (run, epoch, losses, validation)."""
-    return joint.curves(metrics, LABELS)
