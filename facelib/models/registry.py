@@ -16,6 +16,7 @@ from typing import Protocol
 import scipy.sparse as sp
 
 from facelib.models.base import Backbone
+from facelib.models.lightgcl import LightGCL
 from facelib.models.lightgcn import LightGCN
 from facelib.models.mf import MF
 from facelib.models.simgcl import SimGCL
@@ -30,6 +31,7 @@ class BackboneParams(Protocol):
     eps: float
     cl_weight: float
     cl_temp: float
+    svd_q: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ SPECS: dict[str, BackboneSpec] = {
         u, i, p.dim, r, layers=p.layers, keep_rate=p.keep_rate)),
     "simgcl": BackboneSpec("SimGCL", lambda u, i, p, r: SimGCL(
         u, i, p.dim, r, layers=p.layers, eps=p.eps, cl_weight=p.cl_weight,
+        cl_temp=p.cl_temp)),
+    "lightgcl": BackboneSpec("LightGCL", lambda u, i, p, r: LightGCL(
+        u, i, p.dim, r, layers=p.layers, svd_q=p.svd_q, cl_weight=p.cl_weight,
         cl_temp=p.cl_temp)),
 }
 BACKBONES: tuple[str, ...] = tuple(SPECS)
