@@ -109,8 +109,8 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
     parameters = {**as_dict(p), "progress": False, "publish": True}
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".ipynb", dir=out.parent)
     os.close(fd)
-    env_backup = os.environ.get("FACELIB_ROOT")
-    os.environ["FACELIB_ROOT"] = str(root)
+    env_backup = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(kernel_env(root))
     sigterm = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, `kill`: clean up as for Ctrl-C
     try:
@@ -130,11 +130,24 @@ def run_stage(stage: str, overrides: dict[str, Any] | None = None, suffix: str =
         signal.signal(signal.SIGTERM, sigterm)
         if os.path.exists(tmp):  # interrupted (Ctrl-C, kill): leave nothing half-written
             os.remove(tmp)
-        if env_backup is None:
-            os.environ.pop("FACELIB_ROOT", None)
-        else:
-            os.environ["FACELIB_ROOT"] = env_backup
+        for key, value in env_backup.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return out
+
+
+KERNEL_ENV = ("FACELIB_ROOT", "PYTHONPATH")  # what a stage's kernel inherits from run_stage
+
+
+def kernel_env(root: Path) -> dict[str, str]:
+    """The environment a stage's kernel needs: ``FACELIB_ROOT`` the repository, and the
+    repository first on ``PYTHONPATH``, so that the kernel imports this checkout's facelib
+    even when the environment's editable install points at another checkout."""
+    rest = os.environ.get("PYTHONPATH", "")
+    return {"FACELIB_ROOT": str(root),
+            "PYTHONPATH": os.pathsep.join([str(root), *([rest] if rest else [])])}
 
 
 def ipc_kernel_manager() -> type:

@@ -200,6 +200,28 @@ def _run_with(run, **kw):
         mp.undo()
 
 
+def test_face_on_rlmrec_con_starts_from_it_and_keeps_its_term(run):
+    """start: rlmrec_con -- FACE's base is RLMRec-Con's best model (same test metrics), its
+    contrastive term stays on in both phases, outputs go under related/; a missing
+    RLMRec-Con run names the rlmrec stage."""
+    from facelib.systems.rlmrec.params import RLMRecParams
+    from facelib.systems.rlmrec.stage import run_rlmrec
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACELIB_ROOT", str(run["root"]))
+    try:
+        con = run_rlmrec(build(RLMRecParams, {"dataset": "synthetic", "variants": ["con"],
+                                              "device": "cpu", "num_threads": 1}, "rlmrec"))
+    finally:
+        mp.undo()
+    m = _run_with(run, start="rlmrec_con", control=False)
+    assert m["base"]["test"] == con["con"]["test"] and m["start"] == "rlmrec_con"
+    assert "related/face_on_rlmrec_con" in m["paths"].metrics.as_posix()
+    assert all("loss_con" in row for row in m["history"]["face"])
+    with pytest.raises(FaceError, match="run the rlmrec stage first"):
+        _run_with(run, start="rlmrec_con", seed=7)
+
+
 def test_word_num_larger_than_vocabulary(run):
     with pytest.raises(ParamsError, match=rf"larger than the vocabulary \({V} words"):
         _run_with(run, word_num=V + 1)

@@ -168,7 +168,8 @@ def test_lightgcl_svd_is_the_rank_q_truncation_of_the_user_item_block():
     uu, ss, vvt = np.linalg.svd(a)
     np.testing.assert_allclose(s, ss[:2], rtol=1e-6)
     np.testing.assert_allclose((u * s) @ v.T, (uu[:, :2] * ss[:2]) @ vvt[:2], atol=1e-6)
-    assert np.array_equal(truncated_svd(R2, 2)[0], u)      # deterministic
+    for _ in range(3):                                     # signs fixed, values stable
+        np.testing.assert_allclose(truncated_svd(R2, 2)[0], u, atol=1e-9)
     with pytest.raises(ValueError, match="svd_q must be in"):
         truncated_svd(R2, 4)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,25 @@ def test_parameters_cells_parse_with_every_field_and_its_comment(stage, capsys):
     want = {f.name for f in fields(pipeline.params_class(stage))} | {"progress", "publish"}
     assert set(info) == want
     assert all(v["help"] for v in info.values()), [k for k, v in info.items() if not v["help"]]
+
+
+def test_stage_kernels_import_this_checkouts_facelib(sandbox, monkeypatch):
+    """The kernel inherits FACELIB_ROOT and PYTHONPATH with the repository first (an
+    editable install of another checkout must not serve its facelib); both are restored
+    after the run."""
+    import papermill as pm
+
+    seen = {}
+
+    def fake_execute(src, out, **kw):
+        seen.update(root=os.environ["FACELIB_ROOT"], path=os.environ["PYTHONPATH"])
+        shutil.copy(src, out)
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
+    pipeline.run_stage("data", {"dataset": "synthetic"})
+    assert seen == {"root": str(sandbox), "path": os.pathsep.join([str(sandbox), "/elsewhere"])}
+    assert os.environ["PYTHONPATH"] == "/elsewhere" and os.environ["FACELIB_ROOT"] == str(sandbox)
 
 
 def test_stage_kernels_use_local_ipc_sockets(sandbox, capfd):

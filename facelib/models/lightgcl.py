@@ -17,7 +17,8 @@ positive items p, against all users / all items of the GNN view:
 
 Scoring uses E, computed afresh for evaluation (the reference reuses the E of the last
 training forward). The SVD is computed once from the training matrix with ARPACK from a
-fixed start vector, so it does not draw from the run's random stream; the reference's
+fixed start vector, so it does not draw from the run's random stream, and each singular
+pair's sign is fixed by a rule; the reference's
 ``log(Σ exp + 1e-8)`` is computed as a stable log-sum-exp.
 """
 
@@ -49,7 +50,12 @@ def truncated_svd(train: sp.spmatrix, q: int) -> tuple[np.ndarray, np.ndarray, n
     a = sp.diags(du) @ r @ sp.diags(di)
     u, s, vt = spla.svds(a, k=q, v0=np.ones(min(a.shape)) / np.sqrt(min(a.shape)))
     order = np.argsort(-s)
-    return u[:, order], s[order], vt[order].T
+    u, s, v = u[:, order], s[order], vt[order].T
+    # a singular pair's sign is arbitrary: make the first large entry of each u column
+    # positive (first entry of at least half the column's largest magnitude)
+    big = np.abs(u) >= 0.5 * np.abs(u).max(axis=0, keepdims=True)
+    flip = np.sign(u[big.argmax(axis=0), np.arange(u.shape[1])])
+    return u * flip, s, v * flip
 
 
 class LightGCL(LightGCN):

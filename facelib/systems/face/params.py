@@ -14,12 +14,17 @@ from facelib import paths
 from facelib.config import ParamsError, dataset_param, device_param, param, threads_param
 from facelib.models.registry import BACKBONES
 from facelib.systems.face.model.module import ALIGN_BATCHES, REFERENCE_SWITCHES, FACEConfig
+from facelib.systems.joint import PIPELINE, base_files
+from facelib.systems.joint import run_files as joint_run_files
 from facelib.train.stage import output_root, state_path
 
 _D = FACEConfig()
 # the align phase's stopping rule -> the validation key it watches ("-": lower is better)
 ALIGN_SELECT = {"recall@20": "recall@20", "align_mrr": "align_mrr", "align_loss": "-align_loss"}
 GROUP = "systems/face"  # output folders of the study's runs: <kind>/systems/face/...
+# what FACE starts from: the train_cf run, or a jointly trained system's (system, variant)
+# run, whose own term stays on (the reference's lightgcn_plus_vq keeps RLMRec-Con's kd loss)
+STARTS: dict[str, tuple[str, str] | None] = {"train_cf": None, "rlmrec_con": ("rlmrec", "con")}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ class FaceParams:
     dataset: str = dataset_param()
     backbone: str = param("lightgcn", choices=BACKBONES, help="pretrained by train_cf")
     seed: int = param(0, ge=0, help="seed of the pretrained run and of this stage")
+    start: str = param("train_cf", choices=tuple(STARTS),
+                       help="the model FACE starts from: the train_cf run, or RLMRec-Con's "
+                            "(its term stays on; outputs under related/)")
     word_num: int = param(_D.word_num, ge=1, help="C, descriptors per entity")
     word_dim: int = param(_D.word_dim, ge=1, help="D, concept width")
     ffn_dim: int = param(_D.ffn_dim, ge=1, help="feed-forward width of the concept layers")
@@ -83,8 +91,11 @@ class FaceParams:
 
     def group(self) -> str:
         """Output tree: ``systems/face`` for the study's runs (where the results stage reads
-        every regulariser system), ``ablations`` for tagged variants."""
-        return "ablations" if self.tag else GROUP
+        every regulariser system), ``ablations`` for tagged variants,
+        ``related/face_on_<start>`` for runs on top of another system."""
+        if self.tag:
+            return "ablations"
+        return GROUP if self.start == "train_cf" else f"{PIPELINE}/face_on_{self.start}"
 
     def face_config(self, prompt_noun: str) -> FACEConfig:
         """The FACE module's configuration (map stage; the align stage is entered later)."""
@@ -138,14 +149,20 @@ def run_files(root: Path, group: str, dataset: str, run: str) -> dict[str, Any]:
 
 def face_paths(p: FaceParams, publish: bool) -> FacePaths:
     """Where the run reads and writes. Unpublished runs write under build/smoke/ and read
-    a smoke pretrained checkpoint when one exists, else the published one."""
+    a smoke start run when one exists, else the published one."""
     root, name, group = output_root(publish), p.run_name(), p.group()
-    cf_name = f"{p.backbone}-{p.seed}"
-    cf = Path("checkpoints") / "cf" / p.dataset / f"{cf_name}.pt"
-    src = root if (root / cf).is_file() else paths.repo_root()
+    start = STARTS[p.start]
+    if start is None:
+        pretrained, metrics = base_files(p.dataset, p.backbone, p.seed, publish)
+    else:
+        system, variant = start
+        run = f"{p.backbone}-{p.seed}"
+        files = joint_run_files(root, system, p.dataset, run, [variant])
+        if not files["checkpoints"][variant].is_file():
+            files = joint_run_files(paths.repo_root(), system, p.dataset, run, [variant])
+        pretrained, metrics = files["checkpoints"][variant], files["metrics"]
     return FacePaths(
-        pretrained=src / cf,
-        pretrained_metrics=src / "reports" / "metrics" / "cf" / f"{cf_name}.json",
+        pretrained=pretrained, pretrained_metrics=metrics,
         state={r: state_path(publish, group, p.dataset, f"{name}-{r}")
                for r in ("face", "control")},
         **run_files(root, group, p.dataset, name))

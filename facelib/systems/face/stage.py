@@ -66,13 +66,18 @@ from facelib.data.errors import DataError
 from facelib.device import resolve_device
 from facelib.eval import KS, Evaluator
 from facelib.io import StagedOutputs, atomic_file, write_json
-from facelib.models import Backbone
+from facelib.config import build
+from facelib.models import Backbone, Regularizer, make_backbone
 from facelib.seed import seed_everything
 from facelib.systems.face.model.entities import EntitySplit, split_entities
 from facelib.systems.face.model.module import FACE, REFERENCE_SWITCHES, FACEConfig
-from facelib.systems.face.params import ALIGN_SELECT, FaceParams, FacePaths, face_paths
-from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainingError, fit,
-                           load_backbone, save_checkpoint, save_per_user)
+from facelib.systems.face.params import (ALIGN_SELECT, STARTS, FaceParams, FacePaths,
+                                         face_paths)
+from facelib.systems.joint import RegularizerFactory, profile_tensors
+from facelib.systems.rlmrec.params import RLMRecParams
+from facelib.systems.rlmrec.stage import factories as rlmrec_factories
+from facelib.train import (FitConfig, FitResult, Phase, PhaseResult, TrainCFParams,
+                           TrainingError, fit, load_backbone, save_checkpoint, save_per_user)
 from facelib.train.checkpoint import load_checkpoint
 from facelib.train.loop import load_states, snapshot, warning_flags, write_log
 
@@ -90,10 +95,10 @@ def check_inputs(p: FaceParams, fp: FacePaths, ds: RecDataset, vocab_size: int,
                           f"vocabulary ({vocab_size} words in data/text/{p.dataset}); "
                           f"choose word_num <= {vocab_size}")
     if not fp.pretrained.is_file():
+        stage = "train_cf" if STARTS[p.start] is None else STARTS[p.start][0]
         raise FaceError(f"no pretrained {p.backbone} checkpoint at {fp.pretrained}; run the "
-                        f"train_cf stage first (dvc repro train_cf, or python -m "
-                        f"facelib.pipeline train_cf --set backbone={p.backbone} "
-                        f"--set seed={p.seed})")
+                        f"{stage} stage first (python -m facelib.pipeline {stage} "
+                        f"--set backbone={p.backbone} --set seed={p.seed})")
     if text_shape != (ds.n_users, ds.n_items):
         raise FaceError(f"text artifacts of {p.dataset} have {text_shape[0]} users x "
                         f"{text_shape[1]} items but the dataset {ds.n_users} x {ds.n_items}; "
@@ -124,19 +129,63 @@ def load_pretrained(p: FaceParams, fp: FacePaths, ds: RecDataset,
     return load_backbone(fp.pretrained, ds, device)
 
 
+# the jointly trained systems FACE can start from: their params class and regularisers
+START_SYSTEMS: dict[str, tuple[type, Any]] = {"rlmrec": (RLMRecParams, rlmrec_factories)}
+
+
+def load_start(p: FaceParams, fp: FacePaths, ds: RecDataset, device: torch.device
+               ) -> tuple[Backbone, TrainCFParams, tuple[Regularizer, ...]]:
+    """The model FACE starts from (best-validation weights), its train_cf parameters and
+    the regularisers that stay on: none for ``start: train_cf``; for a jointly trained
+    system's run, its regulariser with its trained weights. Refuses a checkpoint of another
+    run, or one whose test metrics differ from the metrics JSON published beside it."""
+    if STARTS[p.start] is None:
+        model, cfp = load_pretrained(p, fp, ds, device)
+        return model, cfp, ()
+    system, variant = STARTS[p.start]
+    rerun = (f"rerun it: python -m facelib.pipeline {system} --set backbone={p.backbone} "
+             f"--set seed={p.seed}")
+    ck = load_checkpoint(fp.pretrained, made_by=system)
+    own = ck.get("params", {})
+    if (ck.get("stage"), ck.get("variant"), own.get("backbone"), own.get("seed")) != (
+            system, variant, p.backbone, p.seed):
+        raise FaceError(f"checkpoint {fp.pretrained} is not the {system} {variant} run of "
+                        f"{p.backbone}-{p.seed}; {rerun}")
+    if fp.pretrained_metrics.is_file():
+        published = (json.loads(fp.pretrained_metrics.read_text()).get(variant) or {})
+        if published.get("test") != ck["result"]["test"]:
+            raise FaceError(f"checkpoint {fp.pretrained} does not belong to the run of "
+                            f"{fp.pretrained_metrics} (their test metrics differ); {rerun}")
+    cf = {k: v for k, v in ck["cf_params"].items() if k not in ("data", "phases")}
+    cfp = build(TrainCFParams, cf, "train_cf")
+    model = make_backbone(cfp.backbone, ds.n_users, ds.n_items, cfp, ds.matrix("train"))
+    model.load_state_dict(ck["backbone"])
+    params_cls, factories = START_SYSTEMS[system]
+    make: RegularizerFactory = factories(build(params_cls, own, system))[variant]
+    user_prf, item_prf, _ = profile_tensors(p.dataset, ds)
+    reg = make(user_prf, item_prf, model.dim, cfp.reg)
+    reg.load_state_dict(ck["regularizer"])
+    return model.to(device).eval(), cfp, (reg.to(device),)
+
+
 # ------------------------------------------------------------------------ training
-def face_phases(p: FaceParams, face: FACE, enter_align: Any) -> list[Phase]:
-    """The FACE run: map (recall@20) then align (``align_select``), one FACE module."""
-    return [Phase("map", p.map_max_epochs, (face,), p.map_steps_per_epoch, keep_state=True),
-            Phase("align", p.align_max_epochs, (face,), p.align_steps_per_epoch,
+def face_phases(p: FaceParams, face: FACE, enter_align: Any,
+                kept: tuple[Regularizer, ...] = ()) -> list[Phase]:
+    """The FACE run: map (recall@20) then align (``align_select``), one FACE module, beside
+    the start's ``kept`` regularisers."""
+    return [Phase("map", p.map_max_epochs, (face, *kept), p.map_steps_per_epoch,
+                  keep_state=True),
+            Phase("align", p.align_max_epochs, (face, *kept), p.align_steps_per_epoch,
                   select=ALIGN_SELECT[p.align_select], start=enter_align)]
 
 
-def control_phases(p: FaceParams, align_steps: int) -> list[Phase]:
-    """The control run: the same two phases with no plug-in (``align_steps`` per align
-    epoch: FACE's number of entity batches, or the triples bound)."""
-    return [Phase("map", p.map_max_epochs, (), p.map_steps_per_epoch),
-            Phase("align", p.align_max_epochs, (), align_steps)]
+def control_phases(p: FaceParams, align_steps: int,
+                   kept: tuple[Regularizer, ...] = ()) -> list[Phase]:
+    """The control run: the same two phases without FACE (``align_steps`` per align epoch:
+    FACE's number of entity batches, or the triples bound), the start's ``kept``
+    regularisers still on."""
+    return [Phase("map", p.map_max_epochs, kept, p.map_steps_per_epoch),
+            Phase("align", p.align_max_epochs, kept, align_steps)]
 
 
 def _train(model: Backbone, ds: RecDataset, cfg: FitConfig, p: FaceParams,
@@ -225,7 +274,7 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     check_inputs(p, fp, ds, len(art.vocabulary), (len(art.user_emb), len(art.item_emb)))
     codebook = torch.from_numpy(art.codebook)
     words = art.vocabulary["word"].to_numpy()
-    model, cfp = load_pretrained(p, fp, ds, device)
+    model, cfp, kept = load_start(p, fp, ds, device)
     cfg = FitConfig(lr=p.lr, reg=cfp.reg, batch_size=p.batch_size, max_epochs=1,
                     eval_every=p.eval_every, patience=p.patience,
                     base_lr_scale=p.base_lr_scale, eval_batch_size=cfp.eval_batch_size)
@@ -234,7 +283,8 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     entities = (split_entities(ds.n_users, ds.n_items, p.align_holdout,
                                int(ds.meta.get("seed", 0)))
                 if p.align_holdout > 0 else None)
-    run_params = {**asdict(p), "cf": load_checkpoint(fp.pretrained)["run_params"]}
+    start_ck = load_checkpoint(fp.pretrained)
+    run_params = {**asdict(p), "cf": start_ck.get("run_params", start_ck.get("cf_params"))}
     for key in ("resume", "num_threads", "control", "device"):
         run_params.pop(key)
 
@@ -249,16 +299,17 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
                          torch.from_numpy(art.item_emb), entities)
         encoder_seconds[0] += time.perf_counter() - t0
 
-    res = _train(model, ds, cfg, p, rng, face_phases(p, face, enter_align),
+    res = _train(model, ds, cfg, p, rng, face_phases(p, face, enter_align, kept),
                  fp.state["face"], run_params, device, progress)
     res_map, res_align = res.phase("map"), res.phase("align")
-    align_state = snapshot([model, face])
+    trained = [model, face, *kept]  # the modules the phases trained, in fit's order
+    align_state = snapshot(trained)
     table = {"align": descriptor_table(model, face, words, entities)}
     assert res_map.state is not None
-    load_states([model, face], res_map.state)
+    load_states(trained, res_map.state)
     table["map"] = descriptor_table(model, face, words, entities)
     ck = {"map": face_checkpoint(model, face, p, cfp, res_map, res.history)}
-    load_states([model, face], align_state)
+    load_states(trained, align_state)
     ck["align"] = face_checkpoint(model, face, p, cfp, res_align, res.history)
     per_user = {"map": res_map.test_per_user, "face": res_align.test_per_user}
 
@@ -266,11 +317,11 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     ctl: FitResult | None = None
     if p.control:
         rng = seed_everything(p.seed)
-        control, _ = load_pretrained(p, fp, ds, device)
+        control, _, control_kept = load_start(p, fp, ds, device)
         align_steps = p.align_steps_per_epoch
         if face.batches is not None:
             align_steps = face.batches.steps()
-        ctl = _train(control, ds, cfg, p, rng, control_phases(p, align_steps),
+        ctl = _train(control, ds, cfg, p, rng, control_phases(p, align_steps, control_kept),
                      fp.state["control"], run_params, device, progress)
         ck["control"] = face_checkpoint(control, None, p, cfp, ctl.last, ctl.history)
         per_user["control"] = ctl.test_per_user
@@ -279,7 +330,8 @@ def run_face(p: FaceParams, progress: bool = False, publish: bool = False) -> di
     metrics = {
         "dataset": p.dataset, "backbone": p.backbone, "seed": p.seed,
         "base": {"test": base, "source": f"{fp.pretrained.name} (best-validation weights of "
-                                          f"train_cf)"},
+                                          f"{p.start})"},
+        "start": p.start,
         "face": {"test": res_align.test, "valid": res_align.best_valid, **phases},
         "control": None if ctl is None else {
             "test": ctl.test, "valid": ctl.best_valid,
