@@ -10,7 +10,7 @@ the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/
 
     System("rlmrec_con", "RLMRec-Con", "RLMRec-Con",
            "reports/metrics/related/rlmrec/{backbone}-{seed}.json", "con.test",
-           stage="related", required=False,
+           stage="related/dvc.yaml:related", required=False,
            per_user=("data/related/rlmrec/{dataset}/{backbone}-{seed}/per_user.npz",
                      "rlmrec_con"), compare=("base", "face"))
 
@@ -76,7 +76,7 @@ SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
 
 
 TABLES = ("study", "related")  # the results stage's tables (params: results.table)
-RELATED_STAGE = "related"       # the stage of related/dvc.yaml that writes the related rows
+RELATED_STAGE = "related/dvc.yaml:related"  # the DVC stage that writes the related rows
 READ_BESIDE = ("most_popular", "base", "face")  # the study's rows the related table repeats
 
 

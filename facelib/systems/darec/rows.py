@@ -11,6 +11,6 @@ PER_USER = "data/related/darec/{dataset}/{backbone}-{seed}/per_user.npz"
 
 ROWS = (
     System("darec", "DaRec (reconstructed)", "DaRec (reconstructed)", METRICS, "full.test",
-           stage="related", required=False, per_user=(PER_USER, "darec_full"),
+           stage="related/dvc.yaml:related", required=False, per_user=(PER_USER, "darec_full"),
            compare=("base", "face")),
 )

@@ -11,8 +11,10 @@ METRICS = "reports/metrics/related/rlmrec/{backbone}-{seed}.json"
 PER_USER = "data/related/rlmrec/{dataset}/{backbone}-{seed}/per_user.npz"
 
 ROWS = (
-    System("rlmrec_con", "RLMRec-Con", "RLMRec-Con", METRICS, "con.test", stage="related",
-           required=False, per_user=(PER_USER, "rlmrec_con"), compare=("base", "face")),
-    System("rlmrec_gen", "RLMRec-Gen", "RLMRec-Gen", METRICS, "gen.test", stage="related",
-           required=False, per_user=(PER_USER, "rlmrec_gen"), compare=("base", "face")),
+    System("rlmrec_con", "RLMRec-Con", "RLMRec-Con", METRICS, "con.test",
+           stage="related/dvc.yaml:related", required=False,
+           per_user=(PER_USER, "rlmrec_con"), compare=("base", "face")),
+    System("rlmrec_gen", "RLMRec-Gen", "RLMRec-Gen", METRICS, "gen.test",
+           stage="related/dvc.yaml:related", required=False,
+           per_user=(PER_USER, "rlmrec_gen"), compare=("base", "face")),
 )
