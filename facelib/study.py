@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from facelib.config import ParamsError, param
 from facelib.models.registry import BACKBONES
-from facelib.results.systems import RELATED_STAGE, system_rows
+from facelib.results.systems import is_related, system_rows
 
 # systems whose rows the related pipeline writes (trained from scratch beside the study)
 RELATED: tuple[str, ...] = tuple(name for name, rows in system_rows().items()
-                                 if rows and all(r.stage == RELATED_STAGE for r in rows))
+                                 if rows and all(is_related(r) for r in rows))
 REGULARIZERS: tuple[str, ...] = tuple(name for name in system_rows() if name not in RELATED)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facelib.io import write_json
-from facelib.results.systems import CF_PER_USER, METRICS, RELATED_STAGE, SYSTEMS
+from facelib.results.systems import CF_PER_USER, METRICS, SYSTEMS, is_related
 from facelib.systems.face.rows import METRICS as FACE_METRICS
 from facelib.systems.face.rows import PER_USER as FACE_PER_USER
 
@@ -64,7 +64,7 @@ def _related_rows(root: Path, dataset: str, backbone: str, seed: int,
     """Metrics JSON and per-user arrays of every row the related pipeline writes."""
     records: dict[Path, dict[str, Any]] = {}
     arrays: dict[Path, dict[str, np.ndarray]] = {}
-    for row in (s for s in SYSTEMS.values() if s.stage == RELATED_STAGE):
+    for row in (s for s in SYSTEMS.values() if is_related(s)):
         values = _shift(base, gen, gain / 2, 0.004)
         path = root / row.metrics.format(backbone=backbone, seed=seed, dataset=dataset)
         record = records.setdefault(path, {

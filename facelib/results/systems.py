@@ -17,7 +17,7 @@ the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/
 Two tables are built from it (:data:`TABLES`, the results stage's ``table``): ``study``
 (``dvc.yaml``: the floor, the base models and every row but the related systems') and
 ``related`` (``related/dvc.yaml``, ``make related``: the floor, the base models and FACE
-read beside the rows written by the related pipeline's stage, :data:`RELATED_STAGE`).
+read beside the rows written by the related pipeline's stages, :func:`is_related`).
 :func:`table_rows` gives a table's rows; each row is tested against its own references
 among them (:func:`own_comparisons`).
 
@@ -76,8 +76,13 @@ SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
 
 
 TABLES = ("study", "related")  # the results stage's tables (params: results.table)
-RELATED_STAGE = "related/dvc.yaml:related"  # the DVC stage that writes the related rows
+RELATED_PIPELINE = "related/dvc.yaml"  # its stages write the related rows
 READ_BESIDE = ("most_popular", "base", "face")  # the study's rows the related table repeats
+
+
+def is_related(row: System) -> bool:
+    """Whether a stage of the related pipeline writes ``row``."""
+    return row.stage.startswith(f"{RELATED_PIPELINE}:")
 
 
 def table_rows(table: str) -> list[str]:
@@ -85,7 +90,7 @@ def table_rows(table: str) -> list[str]:
     (:data:`SYSTEMS` order); ``related`` has :data:`READ_BESIDE`, then the related rows."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
-    related = [s.name for s in SYSTEMS.values() if s.stage == RELATED_STAGE]
+    related = [s.name for s in SYSTEMS.values() if is_related(s)]
     if table == "study":
         return [name for name in SYSTEMS if name not in related]
     return [*READ_BESIDE, *related]

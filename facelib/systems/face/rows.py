@@ -18,7 +18,7 @@ ROWS = (
            per_user=(PER_USER, "face"), compare=("base", "control", "face_map")),
     System("face_on_rlmrec_con", "RLMRec-Con + FACE", "RLMRec-Con + FACE",
            "reports/metrics/related/face_on_rlmrec_con/{backbone}-{seed}.json", "face.test",
-           stage="related", required=False,
+           stage="related/dvc.yaml:face_on_rlmrec_con", required=False,
            per_user=("data/related/face_on_rlmrec_con/{dataset}/{backbone}-{seed}/per_user.npz",
                      "face"), compare=("rlmrec_con", "face")),
 )
