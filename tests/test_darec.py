@@ -243,7 +243,9 @@ def test_params_hold_the_weights_the_committed_grid_selected():
     grid = root / "reports" / "related" / "darec_grid.json"
     if not grid.is_file():
         pytest.skip("reports/related/darec_grid.json absent: `make related` writes it")
+    import yaml
+
     chosen = json.loads(grid.read_text())["selected"]
-    p = stage_params("darec")
+    p = stage_params("darec", params=yaml.safe_load((root / "params.yaml").read_text()))
     assert (p.alpha, p.beta) == (chosen["alpha"], chosen["beta"]), (
         "params.yaml darec.alpha/beta differ from the grid's selection; copy them over")
