@@ -211,3 +211,41 @@ def test_related_table_reads_darec_beside_rlmrec(joint_root):
     res = compute_results(p, joint_root / "build" / "smoke")
     assert set(res.summary.system) == {"base", "darec"}
     assert "DaRec (reconstructed)" in res.markdown
+
+
+# ------------------------------------------------------------------ the validation grid
+def test_grid_selects_the_best_mean_validation_and_writes_its_table():
+    from facelib.systems.darec.grid import grid_markdown, select
+
+    pts = [{"backbone": b, "alpha": a, "beta": 0.1, "valid_recall@20": v}
+           for a, vals in ((0.01, (0.30, 0.20)), (0.1, (0.28, 0.25))) for b, v in
+           zip(("lightgcn", "mf"), vals)]
+    chosen = select(pts)
+    assert (chosen["alpha"], chosen["beta"]) == (0.1, 0.1)  # mean 0.265 beats 0.25
+    assert chosen["mean_valid_recall@20"] == pytest.approx(0.265)
+    md = grid_markdown(pts, chosen)
+    assert "| 0.01 | 0.1 | 0.3000 | 0.2000 | 0.2500 |" in md and "test split was not read" in md
+
+
+def test_empty_grid_is_a_one_line_error():
+    with pytest.raises(ParamsError, match=r"darec.grid_beta"):
+        build(DaRecParams, {"grid_beta": []}, "darec")
+
+
+def test_params_hold_the_weights_the_committed_grid_selected():
+    """params.yaml's darec.alpha / beta are the committed grid's choice (the grid is a DVC
+    stage of related/dvc.yaml; skipped before it has run)."""
+    from pathlib import Path
+
+    from facelib.pipeline import stage_params
+
+    root = Path(__file__).resolve().parents[1]
+    grid = root / "reports" / "related" / "darec_grid.json"
+    if not grid.is_file():
+        pytest.skip("reports/related/darec_grid.json absent: `make related` writes it")
+    import yaml
+
+    chosen = json.loads(grid.read_text())["selected"]
+    p = stage_params("darec", params=yaml.safe_load((root / "params.yaml").read_text()))
+    assert (p.alpha, p.beta) == (chosen["alpha"], chosen["beta"]), (
+        "params.yaml darec.alpha/beta differ from the grid's selection; copy them over")

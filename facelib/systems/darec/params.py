@@ -3,7 +3,8 @@
 
 DaRec's hyperparameters were not published with code; the defaults are one point of the
 grid the specification names (α, β ∈ {1e-3, 1e-2, 1e-1}, K ∈ {4, 8, 16, 32}, shared and
-specific size 32, temperature 0.2), not tuned. The backbone and the schedule are those of
+specific size 32, temperature 0.2). ``params.yaml`` holds the α and β the darec_grid stage
+selected on validation (:mod:`facelib.systems.darec.grid`). The backbone and the schedule are those of
 the ``train_cf`` run of the same backbone and seed, as for RLMRec.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelib.config import param
+from facelib.config import ParamsError, param
 from facelib.systems.darec.model.structure import LOCAL
 from facelib.systems.joint import JointParams
 
@@ -32,6 +33,18 @@ class DaRecParams(JointParams):
     local: str = param("center_match", choices=LOCAL,
                        help="reconstructed: matched preference centres (center_match), "
                             "their soft assignments (assign_kl), or off")
+    grid_alpha: list[float] = param([1e-3, 1e-2, 1e-1], ge=0.0,
+                                    help="alpha values the darec_grid stage tries")
+    grid_beta: list[float] = param([1e-3, 1e-2, 1e-1], ge=0.0,
+                                   help="beta values the darec_grid stage tries")
+    grid_seed: int = param(0, ge=0, help="the seed the darec_grid stage trains on")
+
+    def __post_init__(self) -> None:
+        for key in ("grid_alpha", "grid_beta"):
+            values = list(getattr(self, key))
+            if not values or len(set(values)) != len(values):
+                raise ParamsError(f"params [darec.{key}]: {values} must name at least one "
+                                  f"value, each once; fix it in params.yaml")
 
     def switches(self) -> dict[str, object]:
         """The reconstructed parts in force (recorded in every output)."""
