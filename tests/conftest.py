@@ -91,3 +91,17 @@ def joint_root(tmp_path_factory):
     finally:
         mp.undo()
         torch.set_num_threads(threads)
+
+
+def run_joint_system(root, run, params_cls, section: str, **values):
+    """``run`` (a jointly trained system's stage function) on tiny synthetic params of
+    ``params_cls`` inside ``root`` (FACELIB_ROOT), on the CPU with one thread."""
+    from facelib.config import build
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACELIB_ROOT", str(root))
+    try:
+        return run(build(params_cls, {"dataset": "synthetic", "device": "cpu",
+                                      "num_threads": 1, **values}, section))
+    finally:
+        mp.undo()

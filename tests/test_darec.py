@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_joint_system
 from facelib.config import ParamsError, build
 from facelib.systems.darec.model.darec import DaRec
 from facelib.systems.darec.model.structure import (centres, global_alignment, local_alignment,
@@ -167,13 +168,7 @@ def test_bad_params_are_one_line_errors(values, words):
 def _run(root, **values):
     from facelib.systems.darec.stage import run_darec
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FACELIB_ROOT", str(root))
-    try:
-        return run_darec(build(DaRecParams, {"dataset": "synthetic", "device": "cpu",
-                                             "num_threads": 1, **values}, "darec"))
-    finally:
-        mp.undo()
+    return run_joint_system(root, run_darec, DaRecParams, "darec", **values)
 
 
 def test_stage_smoke_run_writes_every_output_and_says_it_is_reconstructed(joint_root):

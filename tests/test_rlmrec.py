@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import backbone_params, fit_config
+from conftest import backbone_params, fit_config, run_joint_system
 from facelib import paths
 from facelib.config import ParamsError, build
 from facelib.models import make_backbone
@@ -260,13 +260,7 @@ def test_defaults_are_rlmrecs_amazon_values():
 def _run(joint_root, **values):
     from facelib.systems.rlmrec.stage import run_rlmrec
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FACELIB_ROOT", str(joint_root))
-    try:
-        return run_rlmrec(build(RLMRecParams, {"dataset": "synthetic", "device": "cpu",
-                                               "num_threads": 1, **values}, "rlmrec"))
-    finally:
-        mp.undo()
+    return run_joint_system(joint_root, run_rlmrec, RLMRecParams, "rlmrec", **values)
 
 
 def test_stage_smoke_run_writes_every_output(joint_root):
