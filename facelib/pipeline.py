@@ -59,7 +59,9 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
     ``overrides`` applied.
 
     Stages after ``data`` whose parameters have a ``dataset`` field take it from
-    ``data.dataset`` (one source of truth), unless overridden. An explicit override beats a
+    ``data.dataset`` (one source of truth), unless overridden; the results and interpret
+    stages take their backbones (``study.regularized``, and for the related table also
+    ``study.extra_regularized``) and seeds from ``study``. An explicit override beats a
     per-backbone value of ``backbone_overrides`` for the same key.
     """
     params = read_params_file() if params is None else params
@@ -70,9 +72,13 @@ def stage_params(stage: str, overrides: dict[str, Any] | None = None,
         section.setdefault("dataset", (params.get("data") or {}).get("dataset", DEFAULT_DATASET))
     study = params.get(STUDY) or {}
     if stage in ("results", "interpret") and isinstance(study, dict):  # what was run
-        for name, key in (("backbones", "regularized"), ("seeds", "seeds")):
-            if name in names and key in study:
-                section.setdefault(name, study[key])
+        backbones = list(study.get("regularized") or [])
+        table = (overrides or {}).get("table", section.get("table"))
+        if stage == "results" and table == "related":  # make related also runs these
+            backbones += list(study.get("extra_regularized") or [])
+        for name, value in (("backbones", backbones), ("seeds", study.get("seeds"))):
+            if name in names and value:
+                section.setdefault(name, value)
     overrides = dict(overrides or {})
     per_backbone = section.get("backbone_overrides")
     if isinstance(per_backbone, dict) and overrides:

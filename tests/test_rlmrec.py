@@ -310,18 +310,18 @@ def test_missing_base_run_names_train_cf(joint_root):
 # ------------------------------------------------------------------ the results table
 def test_results_tables_split_the_study_from_the_related_systems():
     """The study's table has no RLMRec row (its runs are the related pipeline's); the
-    related table reads the floor, the base model and FACE beside RLMRec, and tests each
-    RLMRec row against the base model and against FACE."""
+    related table reads the floor, the base model, the control run and FACE beside RLMRec,
+    and tests each RLMRec row against the base model and against FACE."""
     from facelib.pipeline import stage_params
 
     study = stage_params("results", params={})
     assert study.table == "study" and not any(s.startswith("rlmrec") for s in study.systems)
     related = stage_params("results", overrides={"table": "related"}, params={})
-    assert related.systems[:3] == ["most_popular", "base", "face"]
+    assert related.systems[:4] == ["most_popular", "base", "control", "face"]
     assert {"rlmrec_con", "rlmrec_gen"} <= set(related.systems)
     for row in ("rlmrec_con", "rlmrec_gen"):
         assert [row, "base"] in related.comparisons and [row, "face"] in related.comparisons
-    assert ["face", "control"] not in related.comparisons  # control is not a related row
+    assert ["face", "control"] in related.comparisons  # FACE against its control, as in the study
     given = stage_params("results", params={"results": {"systems": ["base", "face"],
                                                         "comparisons": [["face", "base"]]}})
     assert given.systems == ["base", "face"]  # the section's own keys win

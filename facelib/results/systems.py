@@ -16,8 +16,9 @@ the rows each system folder declares in its ``rows.py`` (``facelib/systems/face/
 
 Two tables are built from it (:data:`TABLES`, the results stage's ``table``): ``study``
 (``dvc.yaml``: the floor, the base models and every row but the related systems') and
-``related`` (``related/dvc.yaml``, ``make related``: the floor, the base models and FACE
-read beside the rows written by the related pipeline's stages, :func:`is_related`).
+``related`` (``related/dvc.yaml``, ``make related``: the floor, the base models, FACE and
+its control read beside the rows written by the related pipeline's stages,
+:func:`is_related`, on the study's backbones and ``study.extra_regularized``).
 :func:`table_rows` gives a table's rows; each row is tested against its own references
 among them (:func:`own_comparisons`).
 
@@ -77,7 +78,8 @@ SYSTEMS: Mapping[str, System] = MappingProxyType({s.name: s for s in (
 
 TABLES = ("study", "related")  # the results stage's tables (params: results.table)
 RELATED_PIPELINE = "related/dvc.yaml"  # its stages write the related rows
-READ_BESIDE = ("most_popular", "base", "face")  # the study's rows the related table repeats
+# the study's rows the related table repeats
+READ_BESIDE = ("most_popular", "base", "control", "face")
 
 
 def is_related(row: System) -> bool:
@@ -133,6 +135,18 @@ def _missing(system: System, path: Path, root: Path) -> ResultsError:
                         f"its stage first: dvc repro {system.stage}")
 
 
+def _where(root: Path, system: System, backbone: str | None, seed: int | None,
+           dataset: str) -> tuple[str, str | None]:
+    """(metrics JSON, per-user npz) of one run, relative to ``root``: the system's own
+    paths, or its ``elsewhere`` ones when only those hold the run."""
+    fill = {"backbone": backbone, "seed": seed, "dataset": dataset}
+    own = (system.metrics, system.per_user[0] if system.per_user else None)
+    if system.elsewhere is not None and not (root / own[0].format(**fill)).is_file() \
+            and (root / system.elsewhere[0].format(**fill)).is_file():
+        own = system.elsewhere
+    return own[0].format(**fill), own[1].format(**fill) if own[1] else None
+
+
 def load_runs(root: Path, systems: Sequence[str], backbones: Sequence[str],
               seeds: Sequence[int], dataset: str,
               registry: Mapping[str, System] = SYSTEMS) -> list[Run]:
@@ -146,7 +160,7 @@ def load_runs(root: Path, systems: Sequence[str], backbones: Sequence[str],
         system = registry[name]
         for backbone in (backbones if system.per_backbone else [None]):
             for seed in (seeds if system.seeded else [None]):
-                rel = system.metrics.format(backbone=backbone, seed=seed, dataset=dataset)
+                rel = _where(root, system, backbone, seed, dataset)[0]
                 path = root / rel
                 if not path.is_file():
                     if system.required:
@@ -186,11 +200,12 @@ def load_per_user(root: Path, system: System, backbone: str, seeds: Sequence[int
     """
     if system.per_user is None:
         raise ResultsError(f"{system.label} has no per-user metrics to test")
-    pattern, prefix = system.per_user
+    prefix = system.per_user[1]
     users: np.ndarray | None = None
     sums: dict[str, np.ndarray] = {}
     for seed in seeds:
-        rel = pattern.format(backbone=backbone, seed=seed, dataset=dataset)
+        rel = _where(root, system, backbone, seed, dataset)[1]
+        assert rel is not None  # system.per_user is set
         path = root / rel
         if not path.is_file():
             raise ResultsError(f"per-user test metrics missing: {rel}; re-run the "

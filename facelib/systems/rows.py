@@ -25,6 +25,9 @@ class System:
         required: a missing file is an error (True) or an empty row (False).
         per_user: (npz path pattern, array prefix) of per-user test metrics, or None.
         compare: the rows this one is tested against by default (paired tests).
+        elsewhere: (metrics, per-user npz) path patterns of the same row written by another
+            pipeline (the related pipeline's runs on ``study.extra_regularized``), read
+            where the ``metrics`` file is missing; None: nowhere else.
     """
 
     name: str
@@ -36,6 +39,7 @@ class System:
     required: bool = True
     per_user: tuple[str, str] | None = None
     compare: tuple[str, ...] = ()
+    elsewhere: tuple[str, str] | None = None
 
     @property
     def seeded(self) -> bool:

@@ -37,6 +37,9 @@ class FaceParams:
     start: str = param("train_cf", choices=tuple(STARTS),
                        help="the model FACE starts from: the train_cf run, or RLMRec-Con's "
                             "(its term stays on; outputs under related/)")
+    related: bool = param(False, help="a run of the related pipeline (make related: the "
+                                      "backbones of study.extra_regularized): outputs under "
+                                      "related/face")
     word_num: int = param(_D.word_num, ge=1, help="C, descriptors per entity")
     word_dim: int = param(_D.word_dim, ge=1, help="D, concept width")
     ffn_dim: int = param(_D.ffn_dim, ge=1, help="feed-forward width of the concept layers")
@@ -92,10 +95,13 @@ class FaceParams:
     def group(self) -> str:
         """Output tree: ``systems/face`` for the study's runs (where the results stage reads
         every regulariser system), ``ablations`` for tagged variants,
-        ``related/face_on_<start>`` for runs on top of another system."""
+        ``related/face_on_<start>`` for runs on top of another system, ``related/face`` for
+        the related pipeline's runs on the study's extra backbones."""
         if self.tag:
             return "ablations"
-        return GROUP if self.start == "train_cf" else f"{PIPELINE}/face_on_{self.start}"
+        if self.start != "train_cf":
+            return f"{PIPELINE}/face_on_{self.start}"
+        return f"{PIPELINE}/face" if self.related else GROUP
 
     def face_config(self, prompt_noun: str) -> FACEConfig:
         """The FACE module's configuration (map stage; the align stage is entered later)."""
