@@ -244,3 +244,24 @@ def test_params_hold_the_weights_the_committed_grid_selected():
     p = stage_params("darec", params=yaml.safe_load((root / "params.yaml").read_text()))
     assert (p.alpha, p.beta) == (chosen["alpha"], chosen["beta"]), (
         "params.yaml darec.alpha/beta differ from the grid's selection; copy them over")
+
+
+def test_grid_runs_every_point_and_selects_on_validation(joint_root):
+    """The darec_grid stage's function on the synthetic root: one point per (alpha, beta,
+    backbone), the selection the best mean validation metric, both outputs written."""
+    from conftest import TINY_CF
+    from facelib.systems.darec.grid import KEY, OUTPUTS, run_grid
+    from facelib.train import TrainCFParams, run_train_cf
+
+    for backbone in ("lightgcn", "mf"):  # the grid reads published base runs
+        run_train_cf(build(TrainCFParams, {**TINY_CF, "backbone": backbone}, "train_cf"),
+                     publish=True)
+    p = build(DaRecParams, {"dataset": "synthetic", "clusters": 3, "grid_alpha": [1e-3, 1e-1],
+                            "grid_beta": [1e-3]}, "darec")
+    out = run_grid(p, ["lightgcn", "mf"])
+    assert {(pt["alpha"], pt["backbone"]) for pt in out["points"]} == {
+        (a, b) for a in (1e-3, 1e-1) for b in ("lightgcn", "mf")}
+    means = {a: np.mean([pt[f"valid_{KEY}"] for pt in out["points"] if pt["alpha"] == a])
+             for a in (1e-3, 1e-1)}
+    assert out["selected"]["alpha"] == max(means, key=means.get)
+    assert all((joint_root / rel).is_file() for rel in OUTPUTS.values())

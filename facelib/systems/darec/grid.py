@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 
 from facelib import paths
 from facelib.config import read_params_file
-from facelib.data import load_dataset
+from facelib.data import RecDataset, load_dataset
 from facelib.device import resolve_device
 from facelib.io import write_json, write_text
 from facelib.systems import joint
 from facelib.systems.darec.params import DaRecParams
 from facelib.systems.darec.stage import SYSTEM, factories
+from facelib.train.params import TrainCFParams
 from facelib.train.stage import state_path
 
 OUTPUTS = {"json": Path("reports/related/darec_grid.json"),
@@ -40,20 +41,18 @@ OUTPUTS = {"json": Path("reports/related/darec_grid.json"),
 KEY = "recall@20"  # the selection's validation metric
 
 
-def grid_point(p: DaRecParams, backbone: str, alpha: float, beta: float,
+def grid_point(p: DaRecParams, backbone: str, alpha: float, beta: float, ds: RecDataset,
+               profiles: tuple[torch.Tensor, torch.Tensor], cfp: TrainCFParams,
                device: torch.device, progress: bool = False) -> dict[str, Any]:
-    """Train DaRec with (``alpha``, ``beta``) on ``backbone``-``p.grid_seed``; its
-    best-validation metric, best epoch, epochs and how it stopped (nothing written)."""
+    """Train DaRec with (``alpha``, ``beta``) on ``backbone``-``p.grid_seed`` (its base
+    run's parameters ``cfp``); its best-validation metric, best epoch, epochs and how it
+    stopped (nothing written)."""
     q = dataclasses.replace(p, backbone=backbone, seed=p.grid_seed, alpha=alpha, beta=beta,
                             resume=False)
-    fp = joint.joint_paths(SYSTEM, q.dataset, backbone, q.seed, (), publish=True)
-    ds = load_dataset(paths.processed_dir(q.dataset))
-    cfp, _ = joint.load_base(backbone, q.seed, fp, ds)
-    user_prf, item_prf, _ = joint.profile_tensors(q.dataset, ds)
     state = state_path(True, f"{joint.PIPELINE}/{SYSTEM}-grid", q.dataset,
                        f"{backbone}-{q.seed}-{alpha:g}-{beta:g}")
-    _, _, res = joint.train_variant("full", factories(q)["full"], q, cfp, ds,
-                                    (user_prf, item_prf), state, device,
+    _, _, res = joint.train_variant("full", factories(q)["full"], q, cfp, ds, profiles,
+                                    state, device,
                                     "darec.grid_alpha / darec.grid_beta", progress)
     state.unlink(missing_ok=True)
     return {"backbone": backbone, "alpha": alpha, "beta": beta,
@@ -97,7 +96,11 @@ def run_grid(p: DaRecParams, backbones: list[str], progress: bool = False) -> di
         torch.set_num_threads(p.num_threads)
     device = resolve_device(p.device, "darec grid")
     todo = [(b, a, bb) for a in p.grid_alpha for bb in p.grid_beta for b in backbones]
-    points = [grid_point(p, b, a, bb, device)
+    ds = load_dataset(paths.processed_dir(p.dataset))  # read once for every point
+    user_prf, item_prf, _ = joint.profile_tensors(p.dataset, ds)
+    bases = {b: joint.load_base(b, p.grid_seed, joint.joint_paths(
+        SYSTEM, p.dataset, b, p.grid_seed, (), publish=True), ds)[0] for b in backbones}
+    points = [grid_point(p, b, a, bb, ds, (user_prf, item_prf), bases[b], device)
               for b, a, bb in tqdm(todo, desc="darec grid", disable=not progress)]
     chosen = select(points)
     out = {"dataset": p.dataset, "seed": p.grid_seed, "backbones": backbones,
