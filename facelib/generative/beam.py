@@ -27,23 +27,20 @@ class IndexTrie:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 2 or not len(indices):
             raise ValueError(f"indices must be a non-empty [I, L] array, got {indices.shape}")
-        rows = {tuple(r) for r in indices.tolist()}
-        if len(rows) != len(indices):
-            raise ValueError(f"{len(indices) - len(rows)} items share an index with another "
-                             f"item; resolve collisions before building the trie")
         self.depth = indices.shape[1]
-        self._next: dict[tuple[int, ...], list[int]] = {}
+        self._next: dict[tuple[int, ...], dict[int, None]] = {}  # prefix -> codes, in order
         self._item: dict[tuple[int, ...], int] = {}
         for item, row in enumerate(indices.tolist()):
             for t in range(self.depth):
-                nxt = self._next.setdefault(tuple(row[:t]), [])
-                if row[t] not in nxt:
-                    nxt.append(row[t])
+                self._next.setdefault(tuple(row[:t]), {})[row[t]] = None
             self._item[tuple(row)] = item
+        if len(self._item) != len(indices):
+            raise ValueError(f"{len(indices) - len(self._item)} items share an index with "
+                             f"another item; resolve collisions before building the trie")
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The codes that extend ``prefix`` towards some item ([] if none)."""
-        return self._next.get(tuple(prefix), [])
+        return list(self._next.get(tuple(prefix), ()))
 
     def item(self, codes: Sequence[int]) -> int:
         """The item whose index is ``codes``; KeyError if none."""

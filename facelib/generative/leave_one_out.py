@@ -73,8 +73,9 @@ class LeaveOneOut:
     def train_pairs(self) -> np.ndarray:
         """[N, 2] (user, item) of every history item before the validation target: what a
         model trains on."""
-        return np.array([(u, i) for u, h in enumerate(self.histories("valid")) for i in h],
-                        dtype=np.int64).reshape(-1, 2)
+        histories = self.histories("valid")
+        users = np.repeat(np.arange(self.n_users), [len(h) for h in histories])
+        return np.stack([users, np.concatenate(histories)], axis=1).astype(np.int64)
 
 
 def _cut(split: str) -> int:
