@@ -40,6 +40,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "interpret": ("70_interpret.ipynb", "facelib.systems.face.interpret:InterpretParams"),
     "ablations": ("80_ablations.ipynb", "facelib.systems.face.ablations:AblationsParams"),
     "budget": ("81_budget.ipynb", "facelib.systems.face.budget:BudgetParams"),
+    # the generative recommenders on leave-one-out (generative/dvc.yaml, `make generative`)
+    "loo_baselines": ("90_loo_baselines.ipynb", "facelib.generative.baselines:BaselineParams"),
+    "lcrec": ("91_lcrec.ipynb", "facelib.generative.lcrec:LCRecParams"),
+    "semconv": ("92_semconv.ipynb", "facelib.generative.semconv:SemConvParams"),
+    "generative": ("93_generative.ipynb", "facelib.generative.table:GenerativeParams"),
 }
 
 
