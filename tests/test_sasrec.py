@@ -176,4 +176,10 @@ def test_train_cf_loo_returns_the_loo_metrics(one_thread, backbone):
     assert all(0.0 <= out[m] <= 1.0 for m in METRICS)
     assert out["stopped_by"] in STOPPED_BY and out["backbone"] == backbone
     assert 1 <= out["best_epoch"] <= out["epochs_run"] <= 3
-    assert out == train_cf_loo(split, backbone, params, seed=0)
+    emb = out.pop("embeddings")
+    assert emb["item"].shape[0] == split.n_items and emb["user"].shape[0] == split.n_users
+    again = train_cf_loo(split, backbone, params, seed=0)
+    assert np.array_equal(again.pop("embeddings")["item"], emb["item"])
+    losses = [[row["loss"] for row in run.pop("history")] for run in (out, again)]
+    assert losses[0] == losses[1] and len(losses[0]) == out["epochs_run"]
+    assert out == again

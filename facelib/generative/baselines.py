@@ -16,9 +16,16 @@ import torch
 
 from facelib.config import ParamsError, build, param
 from facelib.device import resolve_device
-from facelib.generative.run import RunParams, load_split, publish_run, run_files, set_threads
+from facelib.generative.run import (
+    BASELINES,
+    LABELS,
+    RunParams,
+    load_split,
+    publish_run,
+    run_files,
+    set_threads,
+)
 from facelib.generative.sasrec import SASRecConfig, evaluate_sasrec, train_cf_loo, train_sasrec
-from facelib.generative.table import BASELINES, LABELS
 from facelib.train.params import TrainCFParams
 
 STAGE = "loo_baselines"

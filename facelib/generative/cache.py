@@ -72,5 +72,5 @@ def serving_benchmark(cache: TopKCache, backend: GenerativeBackend,
         for u in users:
             cache.serve(int(u))
     lookup = (time.perf_counter() - start) / (repeats * len(users))
-    return {"users": int(len(users)), "generate_ms": round(generate * 1e3, 3),
+    return {"users": len(users), "generate_ms": round(generate * 1e3, 3),
             "lookup_us": round(lookup * 1e6, 3), "speedup": round(generate / lookup, 1)}

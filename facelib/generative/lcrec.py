@@ -58,6 +58,8 @@ from facelib.generative.tasks import LCREC_TASKS, ItemTexts, build_lcrec_example
 STAGE = "lcrec"
 _RQ = {f.name: f.default for f in fields(RQVAEConfig)}   # defaults written once, there
 _LM = {f.name: f.default for f in fields(TinyLMConfig)}
+RATIO_NOTE = ("3:1:1: the candidates are the beam's items (beam {beam}), training items "
+              "dropped, the first 20 kept")
 TINY_NOTE = ("backend 'tiny': a small decoder-only transformer trained from scratch on "
              "these tasks only; it has no pretrained language knowledge")
 
@@ -115,6 +117,9 @@ class LCRecParams(GeneratorParams):
     rqvae_max_epochs: int = param(_RQ["max_epochs"], ge=1, help="RQ-VAE epoch cap")
     rqvae_eval_every: int = param(_RQ["eval_every"], ge=1, help="RQ-VAE epochs per check")
     rqvae_patience: int = param(_RQ["patience"], ge=1, help="RQ-VAE checks without gain")
+    rqvae_select: str = param("-recon_loss", choices=("-recon_loss", "-collision_rate"),
+                              help="RQ-VAE state kept: lowest reconstruction loss, or "
+                                   "LC-Rec's lowest collision rate of the argmin codes")
     resolve: str = param("nearest_unused", choices=("none", "nearest_unused"),
                          help="collisions left after the Sinkhorn rounds: none (fail, as "
                               "LC-Rec reports them) | nearest_unused (move to a free code)")
@@ -124,7 +129,8 @@ class LCRecParams(GeneratorParams):
             return RQVAEConfig(levels=self.levels, codebook_size=self.codebook_size,
                                max_epochs=self.rqvae_max_epochs,
                                eval_every=self.rqvae_eval_every,
-                               patience=self.rqvae_patience, resolve=self.resolve)
+                               patience=self.rqvae_patience, select=self.rqvae_select,
+                               resolve=self.resolve)
         except ValueError as exc:
             raise ParamsError(f"params [{STAGE}]: {exc}") from None
 
@@ -257,9 +263,8 @@ def run_lcrec(p: LCRecParams, progress: bool = False, publish: bool = False
         "seed": p.seed, "test": test, "valid": lm_log.best, "stopped_by": stopped,
         "lm": lm_log.summary(), "rqvae": rq_log.summary(), "index": indices.summary(),
         "examples_per_epoch": dict(counts), "backend": backend.description,
-        "notes": notes_for(p) + ([f"3:1:1: candidates are the beam's items (beam "
-                                   f"{p.ratio_beam}), training items dropped"]
-                                  if p.protocol == "ratio" else []),
+        "notes": notes_for(p) + ([RATIO_NOTE.format(beam=p.ratio_beam)]
+                                 if p.protocol == "ratio" else []),
         "seconds": {k: round(v, 2) for k, v in seconds.items()}, "device": str(device),
         "threads": torch.get_num_threads(), "params": asdict(p),
     }

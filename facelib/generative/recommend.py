@@ -26,11 +26,13 @@ from facelib.eval import KS
 from facelib.eval.metrics import topk_metrics
 from facelib.generative.backend import GenerativeBackend
 from facelib.generative.beam import IndexTrie
-from facelib.generative.leave_one_out import MAX_HISTORY, LeaveOneOut, loo_metrics
+from facelib.generative.leave_one_out import (HR_KS, MAX_HISTORY, NDCG_KS, LeaveOneOut,
+                                              loo_metrics)
 from facelib.generative.run import PROTOCOLS
 from facelib.generative.tasks import train_histories
 
 RATIO_TOP = max(KS)  # items kept per user on the 3:1:1 split (its Recall/NDCG@20)
+LOO_WIDTH = max(HR_KS + NDCG_KS)  # columns leave-one-out lists need (shorter: -1 padded)
 RATIO_MIN_BEAM = 50  # related-systems.md §0: constrained beam >= 50 on the 3:1:1 split
 
 # the codes [L] of each history item, oldest first -> the prompt text
@@ -68,7 +70,8 @@ def evaluate_loo(backend: GenerativeBackend, split: LeaveOneOut, which: str,
     ``users`` (default all)."""
     users = np.arange(split.n_users) if users is None else users
     histories = split.histories(which, max_history)
-    top = generate_top(backend, [histories[u] for u in users], codes, prompt, trie, beam)
+    top = generate_top(backend, [histories[u] for u in users], codes, prompt, trie, beam,
+                       width=max(beam, LOO_WIDTH))
     return loo_metrics(top, split.targets(which)[users], split.n_items)
 
 

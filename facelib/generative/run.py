@@ -33,7 +33,9 @@ from facelib.train.stage import output_root, state_path
 
 PIPELINE = "generative"  # the output group and the pipeline folder (generative/dvc.yaml)
 PROTOCOLS = ("leave_one_out", "ratio")  # LC-Rec's protocol; the study's 3:1:1 split
-SMOKE_SIZE = (120, 80)  # users x items of the synthetic dataset a smoke run makes
+BASELINES = ("sasrec", "mf", "lightgcn")   # the leave-one-out reference points
+LABELS = {"sasrec": "SASRec", "mf": "MF (BPR)", "lightgcn": "LightGCN", "lcrec": "LC-Rec",
+          "semconv": "Semantic Convergence (reconstructed)"}  # system -> row label
 
 
 @dataclass(frozen=True)

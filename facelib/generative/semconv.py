@@ -39,7 +39,7 @@ from facelib.generative.lcrec import (
     notes_for,
 )
 from facelib.generative.leave_one_out import MAX_HISTORY, loo_metrics
-from facelib.generative.recommend import protocol_view
+from facelib.generative.recommend import LOO_WIDTH, protocol_view
 from facelib.generative.run import load_split, publish_run, run_files, set_threads
 from facelib.generative.semantic_tokens import (
     LABEL,
@@ -51,6 +51,7 @@ from facelib.generative.tasks import SC_TASKS, build_semconv_examples, seq_promp
 
 STAGE = "semconv"
 _TOK = {f.name: f.default for f in fields(SemanticTokenizerConfig)}  # written once, there
+RECONSTRUCTED = f"{LABEL}: no public code; model, losses and tasks reconstructed"
 BENCH_USERS = 20  # users timed by the serving benchmark
 
 
@@ -153,7 +154,8 @@ def run_semconv(p: SemConvParams, progress: bool = False, publish: bool = False
     histories = split.histories("test", MAX_HISTORY)
     cache = build_cache(backend, histories, tokens.codes, seq_prompt, trie, p.beam, p.cache_k)
     seconds["cache"] = time.perf_counter() - t0
-    test = loo_metrics(cache.items, split.targets("test"), split.n_items)
+    top = np.pad(cache.items, ((0, 0), (0, max(0, LOO_WIDTH - p.cache_k))), constant_values=-1)
+    test = loo_metrics(top, split.targets("test"), split.n_items)
     bench_users = np.random.default_rng([p.seed, 2]).choice(
         split.n_users, size=min(BENCH_USERS, split.n_users), replace=False)
     serving = serving_benchmark(cache, backend, histories, tokens.codes, seq_prompt, trie,
@@ -166,8 +168,7 @@ def run_semconv(p: SemConvParams, progress: bool = False, publish: bool = False
         "seed": p.seed, "test": test, "valid": lm_log.best, "stopped_by": stopped,
         "lm": lm_log.summary(), "tokenizer": tok_log.summary(), "tokens": tokens.summary(),
         "examples_per_epoch": dict(counts), "backend": backend.description,
-        "serving": serving, "notes": [f"{LABEL}: no public code; model, losses and tasks "
-                                      f"reconstructed from the abstract"] + notes_for(p),
+        "serving": serving, "notes": [RECONSTRUCTED, *notes_for(p)],
         "seconds": {k: round(v, 2) for k, v in seconds.items()}, "device": str(device),
         "threads": torch.get_num_threads(), "params": asdict(p),
     }

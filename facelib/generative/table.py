@@ -26,13 +26,10 @@ from facelib.config import dataset_param, param
 from facelib.data.errors import DataError
 from facelib.eval import KS
 from facelib.generative.leave_one_out import HR_KS, NDCG_KS
-from facelib.generative.run import PIPELINE, PROTOCOLS
+from facelib.generative.run import BASELINES, LABELS, PIPELINE, PROTOCOLS
 from facelib.io import write_json, write_text
+from facelib.train.stage import output_root
 
-BASELINES = ("sasrec", "mf", "lightgcn")   # the leave-one-out reference points
-SYSTEMS = ("lcrec", "semconv")             # the generative recommenders
-LABELS = {"sasrec": "SASRec", "mf": "MF (BPR)", "lightgcn": "LightGCN", "lcrec": "LC-Rec",
-          "semconv": "Semantic Convergence (reconstructed)"}
 LOO_METRICS = tuple(f"hr@{k}" for k in HR_KS) + tuple(f"ndcg@{k}" for k in NDCG_KS)
 RATIO_METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 STAGE_OF = {"sasrec": "loo_baselines", "mf": "loo_baselines", "lightgcn": "loo_baselines",
@@ -50,9 +47,6 @@ class GenerativeParams:
     seeds: list[int] = param([0, 1, 2], help="seeds of every generative run")
     protocols: list[str] = param(list(PROTOCOLS), choices=PROTOCOLS,
                                  help="protocols LC-Rec is trained and evaluated on")
-    semconv_backbone: str = param("lightgcn", choices=("mf", "lightgcn"),
-                                  help="CF run whose item embeddings Semantic Convergence "
-                                       "tokenises (its leave-one-out run of the same seed)")
 
 
 def metrics_path(system: str, run: str, root: Path | None = None) -> Path:
@@ -74,17 +68,24 @@ def _read(system: str, run: str, root: Path | None) -> dict[str, Any]:
                         f"(make generative)") from None
 
 
-def runs(p: GenerativeParams, root: Path | None = None) -> pd.DataFrame:
-    """One row per run: system, protocol, seed, stopped_by, and its test metrics."""
-    rows = []
+def runs(p: GenerativeParams, root: Path | None = None, missing_ok: bool = False
+         ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run (system, protocol, seed, stopped_by, its test metrics) and the
+    runs not found (an error unless ``missing_ok``, as in a smoke run)."""
+    rows, missing = [], []
     wanted = [(b, f"{b}-{s}") for b in p.baselines for s in p.seeds]
     wanted += [("lcrec", f"{proto}-{s}") for proto in p.protocols for s in p.seeds]
     wanted += [("semconv", f"{s}") for s in p.seeds]
     for system, run in wanted:
+        if missing_ok and not metrics_path(system, run, root).is_file():
+            missing.append(f"{system}/{run}")
+            continue
         m = _read(system, run, root)
         rows.append({"system": system, "protocol": m["protocol"], "seed": m["seed"],
                      "stopped_by": m["stopped_by"], **m["test"]})
-    return pd.DataFrame(rows)
+    columns = ["system", "protocol", "seed", "stopped_by",
+               *dict.fromkeys(LOO_METRICS + RATIO_METRICS)]
+    return pd.DataFrame(rows).reindex(columns=columns), missing
 
 
 def summarise(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -100,14 +101,18 @@ def summarise(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return out
 
 
-def study_rows(root: Path | None = None, backbone: str = "lightgcn") -> pd.DataFrame:
+def study_rows(dataset: str, root: Path | None = None, backbone: str = "lightgcn"
+               ) -> pd.DataFrame:
     """The study's base and FACE rows of ``backbone`` on the 3:1:1 split (mean, sd) from
-    ``reports/metrics/results.json``; empty when the study has not run."""
+    ``reports/metrics/results.json``; empty when the study has not run on ``dataset``."""
     path = (paths.repo_root() if root is None else Path(root)) / "reports" / "metrics" / \
         "results.json"
     if not path.is_file():
         return pd.DataFrame()
-    table = json.loads(path.read_text())["table"].get(backbone, {})
+    results = json.loads(path.read_text())
+    if results.get("dataset") != dataset:
+        return pd.DataFrame()
+    table = results["table"].get(backbone, {})
     rows = {}
     for system in ("base", "face"):
         cells = table.get(system, {})
@@ -139,15 +144,15 @@ def markdown(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def run_table(p: GenerativeParams, publish: bool = False, root: Path | None = None
-              ) -> dict[str, Any]:
+def run_table(p: GenerativeParams, publish: bool = False) -> dict[str, Any]:
     """Collect every run, write ``reports/generative/generative.json`` and ``results.md``
-    (``publish``; else under ``build/smoke``) and return the JSON's content."""
-    df = runs(p, root)
+    and return the JSON's content. Unpublished (smoke) tables read and write below
+    ``build/smoke`` and list the runs they did not find instead of failing."""
+    root = output_root(publish)
+    df, missing = runs(p, root, missing_ok=not publish)
     loo = summarise(df, "leave_one_out")
-    ratio = pd.concat([summarise(df, "ratio"), study_rows(root)])
-    out_root = (paths.repo_root() if publish else paths.repo_root() / "build" / "smoke")
-    folder = out_root / "reports" / PIPELINE
+    ratio = pd.concat([summarise(df, "ratio"), study_rows(p.dataset)])
+    folder = root / "reports" / PIPELINE
     capped = int((df["stopped_by"] == "cap").sum())
     md = ("### Leave-one-out (HR/NDCG, one target per user)\n\n"
           + markdown(loo, LOO_METRICS)
@@ -156,7 +161,10 @@ def run_table(p: GenerativeParams, publish: bool = False, root: Path | None = No
     if capped:
         md += (f"\n\n⚠ {capped} run(s) ended at an epoch cap, not by early stopping: their "
                f"numbers are not evidence about the method.")
+    if missing:
+        md += f"\n\nSmoke table: runs not found: {', '.join(missing)}."
     result = {"dataset": p.dataset, "seeds": p.seeds, "runs": df.to_dict("records"),
+              "missing": missing,
               "leave_one_out": loo.reset_index().to_dict("records"),
               "ratio": ratio.reset_index().to_dict("records"), "capped_runs": capped}
     write_json(result, folder / "generative.json")
