@@ -26,8 +26,7 @@ from facelib.eval import KS
 from facelib.eval.metrics import topk_metrics
 from facelib.generative.backend import GenerativeBackend
 from facelib.generative.beam import IndexTrie
-from facelib.generative.leave_one_out import (HR_KS, MAX_HISTORY, NDCG_KS, LeaveOneOut,
-                                              loo_metrics)
+from facelib.generative.leave_one_out import HR_KS, MAX_HISTORY, NDCG_KS, LeaveOneOut, loo_metrics
 from facelib.generative.run import PROTOCOLS
 from facelib.generative.tasks import train_histories
 

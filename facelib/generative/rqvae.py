@@ -700,6 +700,28 @@ def stop_rule(config: Any) -> StopRule:
                     patience=config.patience, select=config.select)
 
 
+def fit_quantizer(model: RQVAE | nn.Module, x: Tensor, config: Any, rng: np.random.Generator,
+                  run_params: dict[str, Any], *, checkpoint_path: Path | None,
+                  resume: bool, progress: bool, desc: str) -> FitLog:
+    """Train an initialised quantiser model (``model.losses(x, use_sk)``) on the rows of
+    x [I, D] until ``config``'s stop rule: AdamW over its trainable parameters with
+    warm-up and linear decay, Sinkhorn on the last level in training steps, argmin codes in
+    evaluation (``loss``, ``recon_loss``, ``quant_loss``, ``collision_rate``, ``usage``)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return run_epoch(model, optimizer, x, lambda b: model.losses(b, use_sk=True), epoch,
+                         config, rng)
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_batches(model.losses, x, config.batch_size, config.codebook_size)
+
+    return fit_early_stopping(model, optimizer, train_epoch, evaluate, stop_rule(config), rng,
+                              checkpoint_path=checkpoint_path, resume=resume,
+                              run_params=run_params, progress=progress, desc=desc)
+
+
 def train_rqvae(embeddings: Tensor | np.ndarray, config: RQVAEConfig, seed: int, *,
                 checkpoint_path: Path | None = None, resume: bool = False,
                 progress: bool = False) -> tuple[RQVAE, FitLog]:
@@ -718,19 +740,8 @@ def train_rqvae(embeddings: Tensor | np.ndarray, config: RQVAEConfig, seed: int,
     with torch.no_grad():
         init = model.encode(first_batch(x, config.batch_size, rng))
     model.quantizer.kmeans_init(init, config.kmeans_iters, int(rng.integers(2**31 - 1)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        return run_epoch(model, optimizer, x, lambda b: model.losses(b, use_sk=True), epoch,
-                         config, rng)
-
-    def evaluate() -> dict[str, float]:
-        return evaluate_batches(model.losses, x, config.batch_size, config.codebook_size)
-
-    log = fit_early_stopping(model, optimizer, train_epoch, evaluate, stop_rule(config), rng,
-                             checkpoint_path=checkpoint_path, resume=resume,
-                             run_params={"rqvae": asdict(config), "seed": seed,
-                                         "shape": list(x.shape)},
-                             progress=progress, desc="rqvae")
+    log = fit_quantizer(model, x, config, rng, {"rqvae": asdict(config), "seed": seed,
+                                                "shape": list(x.shape)},
+                        checkpoint_path=checkpoint_path, resume=resume, progress=progress,
+                        desc="rqvae")
     return model, log

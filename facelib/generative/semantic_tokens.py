@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelib.generative.fit import FitLog, fit_early_stopping
+from facelib.generative.fit import FitLog
 from facelib.generative.rqvae import (
     EVAL_KEYS,
     ItemIndices,
@@ -57,12 +57,10 @@ from facelib.generative.rqvae import (
     as_embeddings,
     assign_indices,
     check_shared_fields,
-    evaluate_batches,
     first_batch,
+    fit_quantizer,
     level_epsilons,
-    run_epoch,
     squared_distances,
-    stop_rule,
 )
 from facelib.seed import seed_everything
 
@@ -317,20 +315,9 @@ def train_semantic_tokenizer(item_emb: Tensor | np.ndarray, token_emb: Tensor | 
     model = SemanticTokenizer(x.shape[1], table, config)
     model.init_from_items(first_batch(x, config.batch_size, rng), config.kmeans_iters,
                           int(rng.integers(2**31 - 1)))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.lr, weight_decay=config.weight_decay)
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        return run_epoch(model, optimizer, x, lambda b: model.losses(b, use_sk=True), epoch,
-                         config, rng)
-
-    def evaluate() -> dict[str, float]:
-        return evaluate_batches(model.losses, x, config.batch_size, config.codebook_size)
-
-    log = fit_early_stopping(model, optimizer, train_epoch, evaluate, stop_rule(config), rng,
-                             checkpoint_path=checkpoint_path, resume=resume,
-                             run_params={"semantic_tokenizer": asdict(config), "seed": seed,
-                                         "shape": list(x.shape),
-                                         "tokens": list(table.shape)},
-                             progress=progress, desc=LABEL)
+    log = fit_quantizer(model, x, config, rng,
+                        {"semantic_tokenizer": asdict(config), "seed": seed,
+                         "shape": list(x.shape), "tokens": list(table.shape)},
+                        checkpoint_path=checkpoint_path, resume=resume, progress=progress,
+                        desc=LABEL)
     return model, tokenize(model, x, words, config), log
