@@ -245,3 +245,17 @@ def test_bad_embeddings_are_refused():
         train_rqvae(torch.randn(5, 4), SMALL, seed=0)
     with pytest.raises(ValueError, match="NaN or inf"):
         train_rqvae(torch.full((20, 4), float("nan")), SMALL, seed=0)
+
+
+def test_nearest_unused_fills_every_free_index():
+    """Eight identical items in a 3-level x 2-code space: the last resort must find all
+    eight indices, also those whose path is not the argmin below a changed level."""
+    from facelib.generative.rqvae import nearest_unused
+
+    books = [torch.tensor([[0.0, 0.0], [1.0, 1.0]])] * 3
+    residuals = torch.zeros(8, 3, 2)  # every residual nearest code 0 at every level
+    codes, moved, above = nearest_unused(np.zeros((8, 3), dtype=np.int64), residuals, books)
+    assert len({tuple(r) for r in codes.tolist()}) == 8
+    assert moved == 7 and above == 6
+    with pytest.raises(ValueError, match="no free index"):
+        nearest_unused(np.zeros((9, 3), dtype=np.int64), torch.zeros(9, 3, 2), books)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -489,21 +490,28 @@ def sinkhorn_rounds(codes: np.ndarray, last_residuals: Tensor, codebook: Tensor,
     return codes, rounds
 
 
-def _free_completion(prefix: tuple[int, ...], r: Tensor, codebooks: Sequence[Tensor],
-                     used: set[tuple[int, ...]]) -> tuple[int, ...] | None:
-    """Complete ``prefix`` (codes of the first j levels) from residual r [d] of level j:
-    argmin codes down to the second-last level, then the nearest last-level code whose
-    whole index is not in ``used``; None when every last-level code is taken."""
-    codes = list(prefix)
-    for book in codebooks[len(prefix):-1]:
-        c = int(squared_distances(r[None], book)[0].argmin())
-        codes.append(c)
-        r = r - book[c]
-    d = squared_distances(r[None], codebooks[-1])[0]
-    for c in torch.sort(d, stable=True).indices.tolist():
-        if (*codes, c) not in used:
-            return (*codes, c)
+def _nearest_free(prefix: tuple[int, ...], r: Tensor, codebooks: Sequence[Tensor],
+                  taken: Counter[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The free index nearest to residual r [d] below ``prefix`` (the codes of the first j
+    levels; r is level j's input residual): at each level the codes nearest first, skipping
+    those whose subtree is full (``taken[p]``: indices in use below prefix p). None when
+    every index below ``prefix`` is taken."""
+    level, size = len(prefix), codebooks[0].shape[0]
+    if taken[prefix] >= size ** (len(codebooks) - level):
+        return None
+    if level == len(codebooks):
+        return prefix
+    dist = squared_distances(r[None], codebooks[level])[0]
+    for c in torch.sort(dist, stable=True).indices.tolist():
+        found = _nearest_free((*prefix, c), r - codebooks[level][c], codebooks, taken)
+        if found is not None:
+            return found
     return None
+
+
+def _take(index: tuple[int, ...], taken: Counter[tuple[int, ...]]) -> None:
+    for j in range(len(index) + 1):
+        taken[index[:j]] += 1
 
 
 @torch.no_grad()
@@ -515,8 +523,8 @@ def nearest_unused(codes: np.ndarray, residuals: Tensor, codebooks: Sequence[Ten
     its last-level code keeps the index (ties: lowest id); the others, nearest first, take
     the nearest last-level code whose whole index no item uses yet. Only when all K codes
     under an item's prefix are taken does it change a higher level: the deepest level j
-    with a way out, trying that level's codes nearest first (its own code excluded), then
-    argmin codes below and the nearest free last-level code. Deterministic.
+    whose subtree has a free index, searched nearest code first at every level below it
+    (:func:`_nearest_free`), so a free index is found whenever one exists. Deterministic.
 
     Args:
         codes: [I, L] indices (only last levels changed since the argmin codes).
@@ -527,7 +535,9 @@ def nearest_unused(codes: np.ndarray, residuals: Tensor, codebooks: Sequence[Ten
         (codes, items moved, of which moved above the last level).
     """
     codes = codes.copy()
-    used = {tuple(row) for row in codes.tolist()}
+    taken: Counter[tuple[int, ...]] = Counter()
+    for row in {tuple(row) for row in codes.tolist()}:
+        _take(row, taken)
     moved = above = 0
     levels = codes.shape[1]
     for group in collision_groups(codes):
@@ -536,24 +546,17 @@ def nearest_unused(codes: np.ndarray, residuals: Tensor, codebooks: Sequence[Ten
         for j in np.lexsort((group, own))[1:]:  # nearest first, then lowest id
             item = int(group[j])
             row = tuple(codes[item].tolist())
-            new = _free_completion(row[:-1], residuals[item, -1], codebooks, used)
-            for level in range(levels - 2, -1, -1):
+            new = None
+            for level in range(levels - 1, -1, -1):  # keep as deep a prefix as possible
+                new = _nearest_free(row[:level], residuals[item, level], codebooks, taken)
                 if new is not None:
                     break
-                r = residuals[item, level]
-                dist = squared_distances(r[None], codebooks[level])[0]
-                for c in torch.sort(dist, stable=True).indices.tolist():
-                    if c != row[level]:
-                        new = _free_completion((*row[:level], c),
-                                               r - codebooks[level][c], codebooks, used)
-                        if new is not None:
-                            break
             if new is None:
                 raise ValueError(f"no free index is left for item {item}: more items than "
                                  f"codebook_size ** levels; raise codebook_size or levels")
             above += new[:-1] != row[:-1]
             codes[item] = new
-            used.add(new)
+            _take(new, taken)
             moved += 1
     return codes, moved, above
 
