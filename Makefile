@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro exp related ablations budget repro-profile test browser lab bench bench-eval bench-lightgcn bench-face clean
+.PHONY: setup repro exp related ablations budget generative repro-profile test browser lab bench bench-eval bench-lightgcn bench-face clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,14 @@ ablations: $(STAMP)
 # run; then the report again, so that reports/index.html links the curve
 budget: $(STAMP)
 	dvc repro budget/dvc.yaml
+	dvc repro --force --single-item report
+
+# the generative recommenders (generative/dvc.yaml): SASRec and CF backbones, LC-Rec and
+# Semantic Convergence on chronological leave-one-out, LC-Rec also on the 3:1:1 split; then
+# the report again, so that reports/index.html links their tables
+generative: $(STAMP)
+	$(PY) -m facelib.validate
+	dvc repro generative/dvc.yaml
 	dvc repro --force --single-item report
 
 # a compute profile beside the default study (profiles/<name>.yaml, default ml-1m), in its

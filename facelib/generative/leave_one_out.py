@@ -16,11 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from facelib.data import RecDataset
 from facelib.eval.metrics import topk_metrics
 
 HR_KS = (1, 5, 10)   # LC-Rec's HR@K
 NDCG_KS = (5, 10)    # LC-Rec's NDCG@K
 SPLITS = ("valid", "test")
+K_CORE = 5           # LC-Rec's k-core filter
+MAX_HISTORY = 20     # LC-Rec's most recent history items in a prompt
 
 
 def k_core(pairs: np.ndarray, k: int) -> np.ndarray:
@@ -85,7 +88,7 @@ def _cut(split: str) -> int:
     return -2 if split == "valid" else -1
 
 
-def leave_one_out(pairs: np.ndarray, times: np.ndarray, k: int = 5) -> LeaveOneOut:
+def leave_one_out(pairs: np.ndarray, times: np.ndarray, k: int = K_CORE) -> LeaveOneOut:
     """Split positive ``pairs`` [N, 2] (user, item) with interaction ``times`` [N] into a
     chronological leave-one-out split after ``k``-core filtering (ids renumbered in
     ascending order of the source ids). Raises ValueError when nothing survives."""
@@ -107,6 +110,15 @@ def leave_one_out(pairs: np.ndarray, times: np.ndarray, k: int = 5) -> LeaveOneO
     bounds = np.flatnonzero(np.diff(users)) + 1
     sequences = tuple(np.split(items.astype(np.int64), bounds))
     return LeaveOneOut(user_ids.astype(np.int64), item_ids.astype(np.int64), sequences)
+
+
+def split_dataset(ds: RecDataset, k: int = K_CORE) -> LeaveOneOut:
+    """The leave-one-out split of a processed dataset: all its positive interactions (the
+    3:1:1 split's train, validation and test together) with their timestamps. Ids are the
+    dataset's own (``user_ids`` / ``item_ids`` map back to them)."""
+    pairs = np.concatenate([ds.split(s) for s in ("train", "valid", "test")])
+    times = np.concatenate([ds.times(s) for s in ("train", "valid", "test")])
+    return leave_one_out(pairs, times, k)
 
 
 def loo_metrics(top: np.ndarray, targets: np.ndarray, n_items: int) -> dict[str, float]:

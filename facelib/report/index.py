@@ -96,6 +96,7 @@ def index_html(reports: Path, today: str | None = None,
            "<h1>facelib: a reproducible companion to FACE</h1>",
            f'<p class="meta">{esc(meta_line(reports))} Page written {esc(today)}.</p>']
     extra = [("related/index.html", "RLMRec-Con/Gen and DaRec beside FACE"),
+             ("generative/index.html", "LC-Rec, Semantic Convergence and SASRec (leave-one-out)"),
              ("ablations/index.html", "Ablations"), ("budget/index.html", "Alignment budget curve"),
              ("budget/budget.png", "(figure)"), ("explorer.html", "Descriptor explorer")]
     links = [f'<a href="{href}">{label}</a>' for href, label in extra

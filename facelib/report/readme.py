@@ -1,8 +1,9 @@
 """The README's results section, generated: the block between the two markers is
 ``results.md`` (its title dropped, headings one level down), the interpret stage's verdicts
-(``reports/metrics/interpret.json``) and, once ``make related`` has run, the related
-systems' table (``reports/related/results.md``), and nothing else, so it is exactly
-reproducible from files in git (all are committed).
+(``reports/metrics/interpret.json``) and, once ``make related`` / ``make generative`` have
+run, the related systems' table (``reports/related/results.md``) and the generative
+recommenders' tables (``reports/generative/results.md``), and nothing else, so it is
+exactly reproducible from files in git (all are committed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ END = "<!-- results:end -->"
 RESULTS_MD = Path("reports") / "results" / "results.md"
 INTERPRET_JSON = Path("reports") / "metrics" / "interpret.json"
 RELATED_MD = Path("reports") / "related" / "results.md"
+GENERATIVE_MD = Path("reports") / "generative" / "results.md"
 PLACEHOLDER = ("_Not generated yet: `make repro` runs the `results` stage (writes "
                "`reports/results/results.md`) and the `report` stage (copies it here)._")
 
@@ -55,6 +57,11 @@ def readme_block(root: Path) -> str:
         body += ("\n\n### Beside RLMRec-Con/Gen and DaRec (`make related`)\n\n"
                  + re.sub(r"(?m)^### ", "#### ", _body(related)))
         sources.append(f"`{RELATED_MD.as_posix()}`")
+    generative = Path(root) / GENERATIVE_MD
+    if generative.is_file():
+        body += ("\n\n### Generative recommenders (`make generative`)\n\n"
+                 + re.sub(r"(?m)^### ", "#### ", _body(generative)))
+        sources.append(f"`{GENERATIVE_MD.as_posix()}`")
     named = " and ".join([", ".join(sources[:-1]), sources[-1]] if len(sources) > 1 else sources)
     return (body + f"\n\n_Generated from {named} by `python -m facelib.report`; do not "
             "edit by hand._")
