@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro exp related ablations budget generative repro-profile test browser lab bench bench-eval bench-lightgcn bench-face clean
+.PHONY: setup repro exp related ablations budget generative repro-profile test browser lab bench bench-eval bench-lightgcn bench-face bench-generative clean
 
 setup: $(STAMP)
 
@@ -103,6 +103,11 @@ build/baseline:
 bench-face: $(STAMP) | build/baseline
 	$(PY) benchmarks/face_step.py --baseline-src build/baseline \
 	  --json reports/benchmarks/face_step_cpu.json
+
+# the generative backend's CPU cost: a training epoch with the output layer at the response
+# positions only against full logits, timed in the same run, and generation per user
+bench-generative: $(STAMP)
+	$(PY) benchmarks/generative_step.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -180,6 +180,21 @@ def test_tiny_backend_learns_a_mapping_and_generates_legal_items(learned, one_th
     assert right <= 0 and right > wrong
 
 
+def test_training_loss_is_the_response_loss_of_the_full_logits(learned, one_thread):
+    """The training step applies the output layer at the response positions only; its
+    loss equals :func:`response_loss` over the full logits."""
+    from facelib.generative.backend import collate, response_loss
+
+    backend, _, _, _, examples, _ = learned
+    ids, labels, mask = collate([backend._encode(e) for e in examples[:6]],
+                                backend._pad_id(), backend.max_len)
+    backend.model.eval()
+    with torch.no_grad():
+        fast = backend._response_loss(ids, mask, labels)
+        full = response_loss(backend._logits(ids, mask), labels)
+    assert float(fast) == pytest.approx(float(full), rel=1e-5)
+
+
 def test_code_scorer_gives_log_probabilities_of_that_levels_codes(learned, one_thread):
     backend, _, indices, target, examples, _ = learned
     scores = backend.code_scorer(examples[0].prompt, LEVELS)

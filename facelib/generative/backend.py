@@ -203,6 +203,21 @@ class _CausalBackend:
         """ids [B, T], mask [B, T] (on the device) -> logits [B, T, V]."""
         raise NotImplementedError
 
+    def _response_loss(self, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+        """:func:`response_loss` of the batch, with the output layer applied at the n
+        response positions only (the prompt's logits are never needed)."""
+        targets = labels[:, 1:] != IGNORE  # [B, T-1]
+        if not bool(targets.any()):
+            raise ValueError("the batch has no response token to train on")
+        with self._autocast():
+            logits = self._logits_at(ids, mask, F.pad(targets, (0, 1)))  # [n, V]
+        return F.cross_entropy(logits.float(), labels[:, 1:][targets])
+
+    def _logits_at(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        """The logits [n, V] at the n ``True`` cells of positions [B, T] (row-major): the
+        response positions in training, the last one in scoring."""
+        return self._logits(ids, mask)[positions]
+
     def _optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
 
@@ -254,9 +269,7 @@ class _CausalBackend:
                 batch = [pairs[i] for i in order[start:start + self.batch_size]]
                 ids, labels, mask = (t.to(self.device) for t in
                                      collate(batch, self._pad_id(), self.max_len))
-                with self._autocast():
-                    logits = self._logits(ids, mask)
-                loss = response_loss(logits, labels)
+                loss = self._response_loss(ids, mask, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.clip > 0:
@@ -300,7 +313,9 @@ class _CausalBackend:
             ids = torch.cat([prompt_ids.expand(len(prefixes), -1), prefix_tokens], dim=1)
             with self._inference():
                 ids = ids.to(self.device)
-                logits = self._logits(ids, torch.ones_like(ids))[:, -1].float()  # [B, V]
+                last = torch.zeros_like(ids, dtype=torch.bool)
+                last[:, -1] = True
+                logits = self._logits_at(ids, torch.ones_like(ids), last).float()  # [B, V]
                 logp = torch.log_softmax(logits, dim=-1)[:, codes[t].to(self.device)]
             return logp.double().cpu().numpy()
 
@@ -527,6 +542,10 @@ class TinyCausalLM(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """ids [B, T] (T <= max_len) -> next-token logits [B, T, V]; position j sees
         positions <= j only."""
+        return self.project(self.hidden(ids))
+
+    def hidden(self, ids: Tensor) -> Tensor:
+        """ids [B, T] -> final hidden states [B, T, d] (before the tied output layer)."""
         t = ids.shape[1]
         if t > self.config.max_len:
             raise ValueError(f"sequence of {t} tokens > max_len {self.config.max_len}")
@@ -534,7 +553,11 @@ class TinyCausalLM(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        return F.linear(self.norm(x), self.tokens.weight)
+        return self.norm(x)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """Hidden states [..., d] -> logits [..., V] (the tied output layer)."""
+        return F.linear(hidden, self.tokens.weight)
 
 
 def _adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -621,6 +644,10 @@ class TinyBackend(_CausalBackend):
 
     def _logits(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self._fitted()[1](ids)
+
+    def _logits_at(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        model = self._fitted()[1]  # the output layer on the selected positions only
+        return model.project(model.hidden(ids)[positions])
 
     def _optimizer(self) -> torch.optim.Optimizer:
         return _adamw(self._module(), self.config.lr, self.config.weight_decay)
