@@ -227,6 +227,14 @@ def test_empty_grid_is_a_one_line_error():
         build(DaRecParams, {"grid_beta": []}, "darec")
 
 
+def test_grid_without_study_backbones_is_a_one_line_error(monkeypatch):
+    from facelib.systems.darec import grid
+
+    monkeypatch.setattr(grid, "read_params_file", lambda: {"study": {"seeds": [0]}})
+    with pytest.raises(ParamsError, match=r"study.regularized"):
+        grid.main([])
+
+
 def test_params_hold_the_weights_the_committed_grid_selected():
     """params.yaml's darec.alpha / beta are the committed grid's choice (the grid is a DVC
     stage of related/dvc.yaml; skipped before it has run)."""

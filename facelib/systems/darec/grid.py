@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from facelib import paths
-from facelib.config import read_params_file
+from facelib.config import ParamsError, read_params_file
 from facelib.data import RecDataset, load_dataset
 from facelib.device import resolve_device
 from facelib.io import write_json, write_text
@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     params = read_params_file()
     p = stage_params("darec", params=params)
-    backbones = list((params.get("study") or {}).get("regularized", ["lightgcn", "mf"]))
+    backbones = list((params.get("study") or {}).get("regularized") or [])
+    if not backbones:  # StudyParams holds the default; params.yaml always writes it out
+        raise ParamsError("params [study.regularized] missing: the DaRec grid runs on those "
+                          "backbones; name them in params.yaml (python -m facelib.validate)")
     out = run_grid(p, backbones, args.progress)
     s = out["selected"]
     print(f"darec grid: {len(out['points'])} runs; selected alpha {s['alpha']:g}, beta "
