@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelib.device import resolve_device
 from facelib.generative.beam import IndexTrie, NextCodeScores, beam_search
 from facelib.generative.codes import CODE_PATTERN, Example, code_vocabulary
 from facelib.generative.fit import FitLog, StopRule, fit_early_stopping
@@ -46,7 +47,6 @@ from facelib.generative.fit import FitLog, StopRule, fit_early_stopping
 BACKENDS = ("tiny", "hf")
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<sep>")
 IGNORE = -100  # label of the positions the loss skips (prompt, padding)
-DEVICE_NAMES = ("cpu", "cuda", "auto")
 
 Split = Callable[[str], list[str]]
 
@@ -103,19 +103,6 @@ def _segments(text: str) -> Iterator[tuple[bool, str]]:
         start = match.end()
     if start < len(text):
         yield False, text[start:]
-
-
-def _resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` as a torch device (one-line ValueError when CUDA
-    is asked for but absent)."""
-    if name not in DEVICE_NAMES:
-        raise ValueError(f"device {name!r} is unknown; choose one of {', '.join(DEVICE_NAMES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; "
-                         "use device='cpu' (or 'auto')")
-    return torch.device(name)
 
 
 def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, max_len: int
@@ -596,7 +583,7 @@ class TinyBackend(_CausalBackend):
         self.config = config if config is not None else TinyLMConfig()
         self.batch_size, self.max_len, self.clip = (self.config.batch_size,
                                                     self.config.max_len, self.config.clip)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device, "backend")
         self.split, self.max_pieces = split, max_pieces
         self.corpus = list(corpus) if corpus is not None else None
         self.tokenizer: TinyTokenizer | None = None
@@ -701,7 +688,7 @@ class HFBackend(_CausalBackend):
         if lora_r and importlib.util.find_spec("peft") is None:
             raise ImportError(f"LoRA (lora_r={lora_r}) needs the peft package, which is not "
                               f"installed: pip install peft (or set lora_r=0)")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device, "backend")
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no Hugging Face model at {path} (config.json missing); "
