@@ -15,7 +15,7 @@ from facelib.data.errors import DataError
 from facelib.io import write_json
 from facelib.results import (METRICS, ResultsError, ResultsParams, Run, compute_results,
                              paired_test, summarize, write_results)
-from facelib.results.tables import backbone_sentence, summary_markdown
+from facelib.results.tables import backbone_sentence, provenance_line, summary_markdown
 
 USERS = np.arange(0, 120, 3, dtype=np.int64)  # 40 evaluated test users
 
@@ -140,7 +140,12 @@ def test_stage_on_a_hand_made_tree(tmp_path):
     assert head["table"]["all"]["most_popular"]["recall@20"]["std"] is None
     assert head["significance"]["lightgcn"]["face_vs_control"]["recall@20"]["n_users"] == 40
     assert head["provenance"]["produced"] == "2025-01-02"
-    assert "profiles: template" in head["provenance_line"]
+    assert "profiles: template;" in head["provenance_line"]  # no text record in this tree
+    write_json({"dataset": "ml-1m", "builder": "template", "encoder": "enc/MiniLM"},
+               tmp_path / "reports/metrics/text.json")
+    prov = compute_results(p, tmp_path, produced="2025-01-02").provenance
+    assert prov["profile_encoder"] == "enc/MiniLM"
+    assert "profiles: template, embedded by enc/MiniLM;" in provenance_line(prov)
     csv = pd.read_csv(written["csv"])
     assert set(csv.system) == {"most_popular", "base", "control", "face_map", "face"}
     md = written["md"].read_text()

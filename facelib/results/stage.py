@@ -134,6 +134,11 @@ def provenance(runs: list[Run], root: Path, p: ResultsParams, produced: str) -> 
     builders = sorted({str(r.record["profile_builder"]) for r in runs
                        if r.record.get("profile_builder")})  # every system that read profiles
     prov["profile_builder"] = ", ".join(builders) or None
+    text_json = root / "reports" / "metrics" / "text.json"  # the text stage's record
+    if builders and text_json.is_file():
+        text = json.loads(text_json.read_text())
+        if text.get("dataset") == p.dataset and text.get("builder") in builders:
+            prov["profile_encoder"] = text.get("encoder")
     if face:
         b = face[0]["bounds"]
         if any(r["bounds"] != b for r in face):

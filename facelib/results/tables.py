@@ -137,7 +137,9 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
                  f"{prov['items']:,} items, {prov['test_interactions']:,} test interactions)")
     parts.append(data)
     if prov.get("profile_builder"):
-        parts.append(f"profiles: {prov['profile_builder']}")
+        encoder = prov.get("profile_encoder")
+        parts.append(f"profiles: {prov['profile_builder']}"
+                     + (f", embedded by {encoder}" if encoder else ""))
     if prov.get("compute_profile"):
         parts.append(f"compute: {prov['compute_profile']}")
     parts.append("seeds " + ", ".join(map(str, prov.get("seeds", []))))
