@@ -281,3 +281,17 @@ def test_warning_flags_catch_an_exploding_loss():
     rows = [{"phase": "train", "loss": v} for v in (1.0, 0.5, 0.4, 0.45)]
     assert warning_flags(rows) == []
     assert warning_flags(rows + [{"phase": "train", "loss": 1e12}]) == ["diverging"]
+
+
+def test_a_system_not_run_on_a_backbone_is_skipped_but_a_lost_seed_is_an_error(tmp_path):
+    from facelib.results import load_per_user
+    from facelib.results.systems import SYSTEMS
+
+    darec = SYSTEMS["darec"]  # optional row: make related runs it on study.regularized only
+    assert not darec.required
+    assert load_per_user(tmp_path, darec, "lightgcl", [0, 1], "ml-1m", ["recall@20"]) is None
+    path = tmp_path / darec.per_user[0].format(dataset="ml-1m", backbone="lightgcl", seed=0)
+    path.parent.mkdir(parents=True)
+    np.savez(path, users=USERS, **{f"{darec.per_user[1]}.recall@20": np.zeros(len(USERS))})
+    with pytest.raises(ResultsError, match="per-user test metrics missing"):
+        load_per_user(tmp_path, darec, "lightgcl", [0, 1], "ml-1m", ["recall@20"])

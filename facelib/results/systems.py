@@ -201,6 +201,10 @@ def load_per_user(root: Path, system: System, backbone: str, seeds: Sequence[int
     if system.per_user is None:
         raise ResultsError(f"{system.label} has no per-user metrics to test")
     prefix = system.per_user[1]
+    files = [_where(root, system, backbone, seed, dataset) for seed in seeds]
+    if not system.required and not any((root / f).is_file() for pair in files
+                                       for f in pair if f):
+        return None  # not run on this backbone (e.g. a related system beside LightGCL)
     users: np.ndarray | None = None
     sums: dict[str, np.ndarray] = {}
     for seed in seeds:
