@@ -63,7 +63,7 @@ def merged(name: str) -> dict[str, Any]:
 def apply(name: str, target: Path) -> Path:
     """Write the profile's full params into ``target`` (the work tree's params.yaml),
     validated first."""
-    from facelib.pipeline import validate_params
+    from facelib.validate import validate_params
 
     params = merged(name)
     validate_params(params)
