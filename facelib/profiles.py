@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,37 @@ def apply(name: str, target: Path) -> Path:
     return Path(target)
 
 
+def written_by_run(source: Path) -> set[str]:
+    """Paths (relative to the work tree ``source``) that differ from its checked-out commit:
+    what the profile's run wrote. The work tree also holds the default study's committed
+    reports, which are not the profile's."""
+    def git(*args: str) -> list[str]:
+        out = subprocess.run(["git", "-C", str(source), *args], check=True,
+                             capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if line]
+
+    return {*git("diff", "--name-only", "HEAD"), *git("ls-files", "--others")}
+
+
 def collect(name: str, source: Path) -> Path:
-    """Copy the profile run's reports (``COLLECT``) into ``reports/profiles/<name>/``."""
+    """Copy what the profile run wrote under ``COLLECT`` into ``reports/profiles/<name>/``
+    (files left as the commit had them are the default study's, and are skipped)."""
     out = paths.reports_dir() / "profiles" / name
+    source = Path(source)
+    written = written_by_run(source)
     for rel in COLLECT:
-        src = Path(source) / rel
-        if not src.exists():
-            continue
         dst = out / rel.removeprefix("reports/")
-        if src.is_dir():
+        if (source / rel).is_dir():
             shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("notebooks", ".*"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+        for f in sorted(written):
+            if f != rel and not f.startswith(rel + "/"):
+                continue
+            parts = Path(f).parts
+            if "notebooks" in parts or any(p.startswith(".") for p in parts):
+                continue
+            target = out / f.removeprefix("reports/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / f, target)
     return out
 
 
