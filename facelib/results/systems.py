@@ -207,8 +207,7 @@ def load_per_user(root: Path, system: System, backbone: str, seeds: Sequence[int
         return None  # not run on this backbone (e.g. a related system beside LightGCL)
     users: np.ndarray | None = None
     sums: dict[str, np.ndarray] = {}
-    for seed in seeds:
-        rel = _where(root, system, backbone, seed, dataset)[1]
+    for seed, (_, rel) in zip(seeds, files):
         assert rel is not None  # system.per_user is set
         path = root / rel
         if not path.is_file():
