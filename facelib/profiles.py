@@ -8,15 +8,21 @@ work tree of its own, so that its outputs never mix with the default study's::
       = git worktree add build/profiles/ml-1m HEAD      (once; the committed code)
         python -m facelib.profiles apply ml-1m          (its params.yaml: params + profile)
         dvc repro, inside build/profiles/ml-1m           (FACELIB_ROOT set to it)
-        python -m facelib.profiles collect ml-1m        (its reports -> reports/profiles/ml-1m/)
+        python -m facelib.profiles collect ml-1m        (its reports -> reports/profiles/ml-1m/,
+                                                         its tables -> README.md)
 
 The collected folder holds the profile's metrics JSON, results tables, figures and the
-params it ran with, committed like the default study's reports.
+params it ran with, committed like the default study's reports. The README shows the
+profile's tables between ``<!-- profile:<name>:start -->`` and ``<!-- profile:<name>:end -->``
+(:func:`readme_block`), generated from the collected ``results/results.md`` and
+``metrics/interpret.json`` so that every number there comes from the profile's run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +33,7 @@ import yaml
 
 from facelib import paths
 from facelib.config import ParamsError, read_params_file
+from facelib.io import write_text
 
 COLLECT = ("reports/metrics", "reports/results", "reports/figures", "reports/budget",
            "params.yaml")
@@ -89,7 +96,7 @@ def written_by_run(source: Path) -> set[str]:
 def collect(name: str, source: Path) -> Path:
     """Copy what the profile run wrote under ``COLLECT`` into ``reports/profiles/<name>/``
     (files left as the commit had them are the default study's, and are skipped)."""
-    out = paths.reports_dir() / "profiles" / name
+    out = collected(name)
     source = Path(source)
     written = written_by_run(source)
     for rel in COLLECT:
@@ -108,6 +115,55 @@ def collect(name: str, source: Path) -> Path:
     return out
 
 
+def collected(name: str) -> Path:
+    """Where :func:`collect` puts a profile's reports: ``reports/profiles/<name>/``."""
+    return paths.reports_dir() / "profiles" / name
+
+
+def readme_markers(name: str) -> tuple[str, str]:
+    return f"<!-- profile:{name}:start -->", f"<!-- profile:{name}:end -->"
+
+
+def readme_block(name: str) -> str:
+    """The README's text for a collected profile: its ``results.md`` (title dropped,
+    headings two levels down) and its interpret verdicts, or a line saying how to make
+    them when the profile has not been collected."""
+    from facelib.report.readme import _body
+
+    out = collected(name)
+    results = out / "results" / "results.md"
+    if not results.is_file():
+        return (f"_Not run yet: `make repro-profile PROFILE={name}` writes "
+                f"`reports/profiles/{name}/` and this block._")
+    body = re.sub(r"(?m)^(#{2,4}) ", r"#\1 ", _body(results))
+    sources = [results]
+    interpret = out / "metrics" / "interpret.json"
+    if interpret.is_file():
+        said = json.loads(interpret.read_text(encoding="utf-8")).get("verdicts", [])
+        if said:
+            body += ("\n\n#### Interpretability of the descriptors\n\n"
+                     + "\n".join(f"- {s}" for s in said))
+            sources.append(interpret)
+    named = " and ".join(f"`{p.relative_to(paths.repo_root()).as_posix()}`" for p in sources)
+    return (body + f"\n\n_Generated from {named} by `python -m facelib.profiles collect "
+            f"{name}`; do not edit by hand._")
+
+
+def refresh_readme(name: str) -> bool:
+    """Rewrite the profile's README block (:func:`readme_block`); True when it changed."""
+    path = paths.repo_root() / "README.md"
+    start, end = readme_markers(name)
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if len(pattern.findall(text)) != 1:
+        raise ParamsError(f"{path} needs exactly one {start} ... {end} pair; add them where "
+                          f"the profile's tables belong")
+    new = pattern.sub(lambda _: f"{start}\n{readme_block(name)}\n{end}", text)
+    if new != text:
+        write_text(new, path)
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facelib.profiles", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             print(apply(args.name, worktree(args.name) / "params.yaml"))
         else:
             print(collect(args.name, worktree(args.name)))
+            if refresh_readme(args.name):
+                print(f"README.md: the {args.name} block rewritten")
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
