@@ -7,14 +7,17 @@ baseline timed in the same run.
 Items get random distinct 4-level indices (4 x 8 x 8 x 8 codes; the cost does not depend
 on which). Timed one after the other, from the same initial weights and batches:
 
-- ``response_positions``: the backend's training step, the output layer applied at the
-  response positions only (``_response_loss``);
+- ``response_positions``: the backend's training step with the ``lcrec`` section's
+  settings, the output layer applied at the response positions only (``_response_loss``);
 - ``full_logits``: the same step with the output layer over every position, then
   :func:`facelib.generative.backend.response_loss` (what LC-Rec's Hugging Face trainer
   computes); both give the same loss (``tests/test_backend.py``);
+- ``dropout_unpooled``: the earlier defaults, dropout 0.1 (the attention then leaves the
+  fused kernel) and plain shuffled batches (``lm_length_pool`` 1, more padding);
 - ``generation``: trie-constrained beam search (beam 20) for ``--users`` test users.
 
-Reported: seconds per epoch of each and their ratio, seconds per generated user, the
+Reported: seconds per epoch of each and the ratios against ``response_positions``,
+seconds per generated user, the
 machine's 1-minute load average before and after. Written to
 ``reports/benchmarks/generative_step.json`` unless ``--no-write``.
 """
@@ -22,6 +25,7 @@ machine's 1-minute load average before and after. Written to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -48,6 +52,7 @@ def _epoch(seed: int, examples: list, params: LCRecParams, full: bool
     """Seconds of one training epoch of a fresh tiny backend (``full``: full logits)."""
     seed_everything(seed)
     backend = make_backend(params, 4, 64, torch.device("cpu"))
+    assert isinstance(backend, TinyBackend)
     if full:
         backend._response_loss = (  # type: ignore[method-assign]
             lambda ids, mask, labels: response_loss(backend._logits(ids, mask), labels))
@@ -79,14 +84,21 @@ def main() -> None:
     examples = limit_task(examples, "seq", args.seq, rng)
     fast, backend = _epoch(0, examples, params, full=False)
     full, _ = _epoch(0, examples, params, full=True)
+    earlier = dataclasses.replace(params, lm_dropout=0.1, lm_length_pool=1)
+    unpooled, _ = _epoch(0, examples, earlier, full=False)
     histories = split.histories("test", 20)[:args.users]
     start = time.perf_counter()
     generate_top(backend, histories, codes, seq_prompt, IndexTrie(codes), 20)
     per_user = (time.perf_counter() - start) / len(histories)
     result = {"examples": len(examples), "threads": args.threads,
+              "settings": {"lm_dropout": params.lm_dropout,
+                           "lm_length_pool": params.lm_length_pool},
               "epoch_seconds": {"response_positions": round(fast, 2),
-                                "full_logits": round(full, 2)},
-              "speedup": round(full / fast, 2), "generation_seconds_per_user": round(per_user, 4),
+                                "full_logits": round(full, 2),
+                                "dropout_unpooled": round(unpooled, 2)},
+              "speedup": {"vs_full_logits": round(full / fast, 2),
+                          "vs_dropout_unpooled": round(unpooled / fast, 2)},
+              "generation_seconds_per_user": round(per_user, 4),
               "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     print(json.dumps(result, indent=1))
     if not args.no_write:

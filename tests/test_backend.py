@@ -314,3 +314,22 @@ def test_load_backend_names():
     with pytest.raises(ValueError, match="unknown generative backend 'nope'; choose one of "
                                          "tiny, hf"):
         load_backend("nope")
+
+
+def test_length_batches_cover_every_example_once_with_less_padding():
+    from facelib.generative.backend import length_batches
+
+    rng_lengths = np.random.default_rng(1)
+    lengths = rng_lengths.integers(5, 160, size=1000)
+    plain = length_batches(lengths, 64, 1, np.random.default_rng(0))
+    assert np.array_equal(np.concatenate(plain), np.random.default_rng(0).permutation(1000))
+    pooled = length_batches(lengths, 64, 8, np.random.default_rng(0))
+    assert sorted(np.concatenate(pooled).tolist()) == list(range(1000))
+    assert max(len(b) for b in pooled) == 64
+
+    def padded(batches):  # tokens after padding each batch to its longest sequence
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    assert padded(pooled) < 0.8 * padded(plain)
+    with pytest.raises(ValueError, match="pool"):
+        length_batches(lengths, 64, 0, np.random.default_rng(0))

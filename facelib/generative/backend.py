@@ -133,6 +133,30 @@ def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, m
     return ids, labels, mask
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, pool: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches of example indices, of similar lengths when ``pool`` > 1.
+
+    A random permutation is cut into pools of ``pool * batch_size`` examples; each pool is
+    sorted by length (stable) and cut into batches; the batches are then shuffled. Padding
+    to a batch's longest sequence then wastes little. ``pool`` = 1 gives the permutation cut
+    into consecutive batches (no further draw from ``rng``).
+    """
+    if batch_size < 1 or pool < 1:
+        raise ValueError(f"batch_size ({batch_size}) and pool ({pool}) must be >= 1")
+    order = rng.permutation(len(lengths))
+    if pool == 1:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    size = pool * batch_size
+    lengths = np.asarray(lengths)
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def response_nll(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-token NLL [B, T-1] of the labelled tokens (0 where ignored): logits [B, T, V]
     at position j predict ``labels[:, j + 1]`` ([B, T], :data:`IGNORE` skipped)."""
@@ -165,6 +189,7 @@ class _CausalBackend:
     clip: float
     device: torch.device
     bf16: bool = False
+    length_pool: int = 1
 
     # --- supplied by subclasses
     def _prepare(self, first: Sequence[Example], rng: np.random.Generator) -> None:
@@ -236,7 +261,8 @@ class _CausalBackend:
             evaluate: Callable[[], dict[str, float]], rule: StopRule,
             rng: np.random.Generator, *, checkpoint_path: Path | None = None,
             resume: bool = False, progress: bool = False) -> FitLog:
-        """See :meth:`GenerativeBackend.fit`. Every epoch shuffles with ``rng``; AdamW,
+        """See :meth:`GenerativeBackend.fit`. Every epoch shuffles with ``rng`` (batches of
+        similar lengths when ``length_pool`` > 1: :func:`length_batches`); AdamW,
         gradient norm clipped at ``clip`` (0: off); the epoch's ``loss`` is the mean NLL
         per response token."""
         first = list(examples(1))
@@ -250,10 +276,10 @@ class _CausalBackend:
         def train_epoch(epoch: int) -> dict[str, float]:
             data = first if epoch == 1 else list(examples(epoch))
             pairs = [self._encode(example) for example in data]
-            order = rng.permutation(len(pairs))
+            lengths = [len(prompt) + len(response) for prompt, response in pairs]
             total, count = 0.0, 0
-            for start in range(0, len(order), self.batch_size):
-                batch = [pairs[i] for i in order[start:start + self.batch_size]]
+            for chosen in length_batches(lengths, self.batch_size, self.length_pool, rng):
+                batch = [pairs[i] for i in chosen]
                 ids, labels, mask = (t.to(self.device) for t in
                                      collate(batch, self._pad_id(), self.max_len))
                 loss = self._response_loss(ids, mask, labels)
@@ -446,21 +472,24 @@ class TinyLMConfig:
             and norms).
         batch_size: examples per step.
         clip: gradient-norm clipping (0: off).
+        length_pool: batches drawn from pools of this many batches sorted by length
+            (:func:`length_batches`; 1: plain shuffled batches).
     """
 
     layers: int = 2
     dim: int = 128
     heads: int = 4
     ffn: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0   # as LLaMA (LC-Rec's LM); > 0 also loses the fused attention kernel
     max_len: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 64
     clip: float = 1.0
+    length_pool: int = 16
 
     def __post_init__(self) -> None:
-        for key in ("layers", "dim", "heads", "ffn", "batch_size"):
+        for key in ("layers", "dim", "heads", "ffn", "batch_size", "length_pool"):
             if getattr(self, key) < 1:
                 raise ValueError(f"TinyLMConfig.{key} must be >= 1, got {getattr(self, key)}")
         if self.dim % self.heads:
@@ -583,6 +612,7 @@ class TinyBackend(_CausalBackend):
         self.config = config if config is not None else TinyLMConfig()
         self.batch_size, self.max_len, self.clip = (self.config.batch_size,
                                                     self.config.max_len, self.config.clip)
+        self.length_pool = self.config.length_pool
         self.device = resolve_device(device, "backend")
         self.split, self.max_pieces = split, max_pieces
         self.corpus = list(corpus) if corpus is not None else None

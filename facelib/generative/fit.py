@@ -158,7 +158,8 @@ def fit_early_stopping(
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
-        if checkpoint_path is not None and (log.stopped_by or "valid_" + rule.select.lstrip("-") in row):
+        evaluated = "valid_" + rule.select.lstrip("-") in row
+        if checkpoint_path is not None and (log.stopped_by or evaluated):
             save_checkpoint({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
                              "best_state": best_state, "log": asdict(log),
                              "rng": rng_state(rng), "run_params": params}, checkpoint_path)

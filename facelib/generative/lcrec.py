@@ -79,6 +79,9 @@ class GeneratorParams(RunParams):
     lm_dropout: float = param(_LM["dropout"], ge=0.0, lt=1.0, help="tiny: dropout")
     lm_lr: float = param(_LM["lr"], gt=0.0, help="tiny: AdamW learning rate")
     lm_batch_size: int = param(_LM["batch_size"], ge=1, help="examples per step")
+    lm_length_pool: int = param(_LM["length_pool"], ge=1,
+                                help="tiny: batches of similar lengths, drawn from pools of "
+                                     "this many batches (1: plain shuffle)")
     lm_max_epochs: int = param(50, ge=1, help="language-model epoch cap")
     lm_eval_every: int = param(1, ge=1, help="epochs per validation")
     lm_patience: int = param(3, ge=1, help="validations without gain before stopping")
@@ -91,7 +94,7 @@ class GeneratorParams(RunParams):
     def lm_config(self) -> TinyLMConfig:
         values = {"layers": self.lm_layers, "dim": self.lm_dim, "heads": self.lm_heads,
                   "dropout": self.lm_dropout, "lr": self.lm_lr,
-                  "batch_size": self.lm_batch_size}
+                  "batch_size": self.lm_batch_size, "length_pool": self.lm_length_pool}
         try:
             return TinyLMConfig(**values)
         except ValueError as exc:
