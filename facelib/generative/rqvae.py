@@ -186,7 +186,8 @@ def sinkhorn(distances: Tensor, epsilon: float, iters: int) -> Tensor:
     finally ``Q *= N`` (each code holds N/K rows) and every row is normalised to sum 1.
     ``Q.argmax(1)`` spreads the rows about uniformly over the codes. Computed in NumPy
     float64 (small matrices, many calls) on scaling vectors
-    (``Q = diag(a) exp(-d/eps) diag(b)``), each row's kernel shifted by its minimum; in the log domain when ``epsilon`` < 2/700 (where float64 would underflow).
+    (``Q = diag(a) exp(-d/eps) diag(b)``), each row's kernel shifted by its minimum; in
+    the log domain when ``epsilon`` < 2/700 (where float64 would underflow).
     """
     if epsilon <= 0 or iters < 1:
         raise ValueError(f"sinkhorn needs epsilon > 0 and iters >= 1, got {epsilon}, {iters}")
