@@ -159,9 +159,10 @@ def refresh_readme(name: str) -> bool:
         raise ParamsError(f"{path} needs exactly one {start} ... {end} pair; add them where "
                           f"the profile's tables belong")
     new = pattern.sub(lambda _: f"{start}\n{readme_block(name)}\n{end}", text)
-    if new != text:
+    changed = new != text
+    if changed:
         write_text(new, path)
-    return new != text
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -610,15 +610,14 @@ class TinyBackend(_CausalBackend):
                              f"be >= 1")
         self.levels, self.codebook_size = levels, codebook_size
         self.config = config if config is not None else TinyLMConfig()
-        self.batch_size, self.max_len, self.clip = (self.config.batch_size,
-                                                    self.config.max_len, self.config.clip)
-        self.length_pool = self.config.length_pool
+        c = self.config
+        self.batch_size, self.max_len, self.clip, self.length_pool = (
+            c.batch_size, c.max_len, c.clip, c.length_pool)
         self.device = resolve_device(device, "backend")
         self.split, self.max_pieces = split, max_pieces
         self.corpus = list(corpus) if corpus is not None else None
         self.tokenizer: TinyTokenizer | None = None
         self.model: TinyCausalLM | None = None
-        c = self.config
         self._about = (f"TinyCausalLM: {c.layers}-layer decoder-only transformer "
                        f"(d {c.dim}, {c.heads} heads) trained from scratch on the "
                        f"instruction examples; no pretrained language knowledge")
