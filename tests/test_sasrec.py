@@ -178,8 +178,44 @@ def test_train_cf_loo_returns_the_loo_metrics(one_thread, backbone):
     assert 1 <= out["best_epoch"] <= out["epochs_run"] <= 3
     emb = out.pop("embeddings")
     assert emb["item"].shape[0] == split.n_items and emb["user"].shape[0] == split.n_users
+    state = out.pop("state")
+    assert state["item_embedding"].shape == (split.n_items, 16)  # the checkpoint's weights
     again = train_cf_loo(split, backbone, params, seed=0)
     assert np.array_equal(again.pop("embeddings")["item"], emb["item"])
+    assert all(torch.equal(v, state[k]) for k, v in again.pop("state").items())
     losses = [[row["loss"] for row in run.pop("history")] for run in (out, again)]
     assert losses[0] == losses[1] and len(losses[0]) == out["epochs_run"]
     assert out == again
+
+
+@pytest.mark.parametrize("model", ["sasrec", "mf"])
+def test_a_published_run_fills_every_dvc_output(one_thread, tmp_path, monkeypatch, model,
+                                                synthetic_ds):
+    """Each output generative/dvc.yaml declares for loo_baselines exists after a run (DVC
+    fails a stage whose declared output folder is missing)."""
+    import yaml
+
+    from facelib import paths
+    from facelib.config import build
+    from facelib.data import save_dataset
+    from facelib.generative.baselines import BaselineParams, run_baseline
+    from facelib.generative.run import run_files
+
+    stage = yaml.safe_load((paths.repo_root() / "generative" / "dvc.yaml").read_text())
+    declared = [next(iter(o)) for kind in ("outs", "metrics", "plots")
+                for o in stage["stages"]["loo_baselines"][kind]]
+    monkeypatch.setenv("FACELIB_ROOT", str(tmp_path))
+    save_dataset(synthetic_ds, paths.processed_dir("synthetic"))
+    p = build(BaselineParams, {"model": model, "dataset": "synthetic", "max_epochs": 2,
+                               **TINY, "device": "cpu", "num_threads": 1}, "loo_baselines")
+    run_baseline(p, backbone_params(dim=16, max_epochs=2, batch_size=64), publish=True)
+    files = run_files("loo_baselines", "synthetic", f"{model}-0", publish=True)
+    run = f"{model}-0"
+    for out in declared:
+        if out.startswith("reports/generative/notebooks/"):
+            continue  # the notebook is papermill's output, not run_baseline's
+        path = tmp_path / out.replace("${data.dataset}", "synthetic").replace(
+            "${item.model}-${item.seed}", run)
+        assert path.exists() and (path.is_file() or any(path.iterdir())), out
+    item = np.load(files.data / "embeddings.npz")["item"]
+    assert item.shape[0] <= synthetic_ds.n_items  # the 5-core items

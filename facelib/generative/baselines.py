@@ -2,8 +2,9 @@
 and seed: SASRec (:mod:`facelib.generative.sasrec`) or a study CF backbone (MF, LightGCN)
 trained on the leave-one-out training items with the study's loop and the ``train_cf``
 section's hyperparameters. Every model ranks all items without masking the history, as
-LC-Rec's evaluation. A CF run also writes its item embeddings, which Semantic Convergence
-tokenises (``data/generative/loo_baselines/<dataset>/<run>/embeddings.npz``).
+LC-Rec's evaluation. Every run writes its item embeddings
+(``data/generative/loo_baselines/<dataset>/<run>/embeddings.npz``: ``item`` [I, d] and
+``item_ids``; a CF run also ``user`` [U, d]); Semantic Convergence tokenises a CF run's.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def run_baseline(p: BaselineParams, cf: TrainCFParams | None = None, progress: b
                   "config": asdict(config)}
         history, states = log.history, {"sasrec": {"model": model.state_dict(),
                                                     "config": asdict(config)}}
+        # every run fills its data folder (a DVC output): SASRec's item table [I, d]
+        item = model.item_emb.weight[1:].detach().cpu().numpy()
+        arrays = {"embeddings": {"item": item, "item_ids": split.item_ids}}
     else:
         cf = build(TrainCFParams, {}, "train_cf") if cf is None else cf
         out = train_cf_loo(split, p.model, cf, p.seed, name=p.dataset, device=device,
@@ -90,8 +94,8 @@ def run_baseline(p: BaselineParams, cf: TrainCFParams | None = None, progress: b
         test = {k: out.pop(k) for k in list(out) if "@" in k}
         emb = out.pop("embeddings")
         history = out.pop("history")
+        states = {p.model: {"model": out.pop("state"), "params": out["params"]}}
         result = {"test": test, **out}
-        states = {}
         arrays = {"embeddings": {"item": emb["item"], "user": emb["user"],
                                  "item_ids": split.item_ids, "user_ids": split.user_ids}}
     metrics = {"system": p.model, "label": LABELS[p.model], "protocol": "leave_one_out",

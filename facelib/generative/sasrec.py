@@ -458,7 +458,8 @@ def train_cf_loo(
     ``seed``, ``stopped_by``, ``best_epoch``, ``epochs_run``, ``valid`` (unmasked
     leave-one-out metrics of the best state on validation), ``history`` (one row per
     epoch), ``params`` (the resolved train_cf values) and ``embeddings`` (the best state's
-    ``user`` [U, d] and ``item`` [I, d] arrays, e.g. Semantic Convergence's input).
+    ``user`` [U, d] and ``item`` [I, d] arrays, e.g. Semantic Convergence's input) and
+    ``state`` (the best state's ``state_dict``, on the CPU).
     """
     p = build(TrainCFParams, {**{f.name: getattr(params, f.name) for f in fields(params)},
                               "backbone": backbone, "seed": seed}, "train_cf").resolved()
@@ -478,4 +479,5 @@ def train_cf_loo(
             "epochs_run": res.epochs_run, "valid": metrics["valid"],
             "history": res.history, "params": asdict(p),
             "embeddings": {"user": user_emb.detach().cpu().numpy(),
-                           "item": item_emb.detach().cpu().numpy()}}
+                           "item": item_emb.detach().cpu().numpy()},
+            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
