@@ -195,6 +195,44 @@ def test_training_loss_is_the_response_loss_of_the_full_logits(learned, one_thre
     assert float(fast) == pytest.approx(float(full), rel=1e-5)
 
 
+def test_validation_nll_is_the_mean_over_response_tokens_of_each_examples_logprob(
+        learned, one_thread):
+    """mean_response_nll pools the examples' response tokens (end of sequence included):
+    its value times their count is minus the sum of sequence_logprob, batch size aside."""
+    from facelib.generative.backend import collate
+
+    backend, _, _, _, examples, _ = learned
+    chosen = examples[:7]  # batches of 10 and of fewer rows give the same value
+    tokens = sum(int((collate([backend._encode(e)], backend._pad_id(), backend.max_len)[1]
+                      [:, 1:] != -100).sum()) for e in chosen)
+    want = -sum(backend.sequence_logprob(e.prompt, e.response) for e in chosen) / tokens
+    assert backend.mean_response_nll(chosen) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="no example"):
+        backend.mean_response_nll([])
+
+
+def test_stop_rule_rel_delta_stops_a_loss_that_only_creeps_down():
+    """With rel_delta 0.01, falls of 0.2% are no gain: the run stops three checks after
+    0.5; without it, every fall counts and the run reaches its cap."""
+    from facelib.generative.fit import fit_early_stopping
+
+    module = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(module.parameters(), lr=0.0)
+
+    def run(rule):
+        values = iter([1.0, 0.5, 0.499, 0.498, 0.497, 0.3, 0.29])
+        return fit_early_stopping(module, opt, lambda epoch: {"loss": 0.0},
+                                  lambda: {"loss": next(values)}, rule,
+                                  np.random.default_rng(0))
+
+    creeping = run(StopRule(max_epochs=7, patience=3, select="-loss", rel_delta=0.01))
+    assert (creeping.stopped_by, creeping.best_epoch, creeping.epoch) == ("early_stopping", 2, 5)
+    strict = run(StopRule(max_epochs=7, patience=3, select="-loss"))
+    assert (strict.stopped_by, strict.best_epoch) == ("cap", 7)
+    with pytest.raises(ValueError, match="rel_delta"):
+        StopRule(max_epochs=1, rel_delta=-0.1)
+
+
 def test_code_scorer_gives_log_probabilities_of_that_levels_codes(learned, one_thread):
     backend, _, indices, target, examples, _ = learned
     scores = backend.code_scorer(examples[0].prompt, LEVELS)

@@ -73,6 +73,24 @@ def test_evaluate_ratio_needs_a_wide_beam_and_skips_users_without_truth():
     assert got["ndcg@5"] == 1.0
 
 
+def test_validation_examples_hold_each_held_out_target_once():
+    from facelib.generative.recommend import ProtocolView
+
+    pairs = np.array([[u, i] for u in range(3) for i in range(5)])
+    split = leave_one_out(pairs, np.tile(np.arange(5), 3), k=3)  # valid target: item 3
+    codes = np.array([[i // 3, i % 3] for i in range(5)])
+    loo = ProtocolView("leave_one_out", split.item_ids, split.histories("valid"), "ndcg@10",
+                       split=split)
+    got = loo.next_item_examples("valid", codes, prompt)
+    assert [(e.prompt, e.response) for e in got] == [("(0, 0) (0, 1) (0, 2)", "<a_1><b_0>")] * 3
+    truth = sp.csr_matrix(np.array([[0, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0]]))
+    ratio = ProtocolView("ratio", np.arange(6), [np.array([5, 0]), np.array([1])],
+                         "recall@20", truth={"valid": truth, "test": truth})
+    got = ratio.next_item_examples("valid", CODES, prompt)
+    assert [(e.prompt, e.response) for e in got] == [("(2, 1) (0, 0)", "<a_1><b_0>"),
+                                                     ("(2, 1) (0, 0)", "<a_2><b_0>")]
+
+
 def test_cache_serves_what_generation_gave(tmp_path):
     cache = build_cache(ScriptedBackend([5, 2, 0]), [np.array([1])] * 3, CODES, prompt,
                         IndexTrie(CODES), beam=3, k=2)

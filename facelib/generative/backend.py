@@ -88,6 +88,11 @@ class GenerativeBackend(Protocol):
         across candidate responses in the yes/no and pairwise tasks."""
         ...
 
+    def mean_response_nll(self, examples: Sequence[Example]) -> float:
+        """The training loss, teacher-forced, on ``examples`` in eval mode: the mean NLL
+        per response token (a validation loss for early stopping)."""
+        ...
+
 
 # ---------------------------------------------------------------------------- shared pieces
 
@@ -340,6 +345,21 @@ class _CausalBackend:
         one forward per depth over that prompt's kept prefixes [<= beam, t]."""
         return [beam_search(self.code_scorer(prompt, trie.depth), trie, beam)
                 for prompt in prompts]
+
+    def mean_response_nll(self, examples: Sequence[Example]) -> float:
+        """See :meth:`GenerativeBackend.mean_response_nll` (batches of ``batch_size``)."""
+        if not examples:
+            raise ValueError("no example to compute a validation loss on")
+        pairs = [self._encode(example) for example in examples]
+        total, count = 0.0, 0
+        with self._inference():
+            for start in range(0, len(pairs), self.batch_size):
+                ids, labels, mask = (t.to(self.device) for t in collate(
+                    pairs[start:start + self.batch_size], self._pad_id(), self.max_len))
+                n = int((labels[:, 1:] != IGNORE).sum())
+                total += float(self._response_loss(ids, mask, labels)) * n
+                count += n
+        return total / count
 
     def sequence_logprob(self, prompt: str, response: str) -> float:
         """See :meth:`GenerativeBackend.sequence_logprob` (one forward of [1, T])."""

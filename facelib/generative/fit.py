@@ -47,6 +47,9 @@ class StopRule:
         select: the validation key to maximise; a leading ``-`` minimises it
             (``"-loss"``).
         min_delta: a gain must exceed this to count.
+        rel_delta: a gain must also exceed this fraction of the best score's magnitude
+            (0.005: a loss must fall by more than 0.5% of its best value), so that a loss
+            still creeping down by rounding-size steps counts as converged.
     """
 
     max_epochs: int
@@ -54,13 +57,15 @@ class StopRule:
     patience: int = 3
     select: str = "ndcg@10"
     min_delta: float = 0.0
+    rel_delta: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("max_epochs", "eval_every", "patience"):
             if getattr(self, key) < 1:
                 raise ValueError(f"StopRule.{key} must be >= 1, got {getattr(self, key)}")
-        if self.min_delta < 0:
-            raise ValueError(f"StopRule.min_delta must be >= 0, got {self.min_delta}")
+        for key in ("min_delta", "rel_delta"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"StopRule.{key} must be >= 0, got {getattr(self, key)}")
 
     def score(self, metrics: dict[str, float]) -> float:
         """The (higher is better) selection score of a validation dict."""
@@ -70,6 +75,12 @@ class StopRule:
                            f"{sorted(metrics)}; choose one of them")
         value = float(metrics[key])
         return -value if self.select.startswith("-") else value
+
+    def improves(self, score: float, best: float) -> bool:
+        """Whether ``score`` beats ``best`` by more than ``min_delta`` and ``rel_delta``."""
+        if not math.isfinite(best):
+            return True
+        return score > best + self.min_delta + self.rel_delta * abs(best)
 
 
 @dataclass
@@ -143,7 +154,7 @@ def fit_early_stopping(
                 valid = {k: float(v) for k, v in evaluate().items()}
             row.update({f"valid_{k}": v for k, v in valid.items()})
             score = rule.score(valid)
-            if score > log.best_score + rule.min_delta:
+            if rule.improves(score, log.best_score):
                 log.best_score, log.best_epoch, log.best = score, epoch, valid
                 log.bad_evals = 0
                 best_state = copy.deepcopy(module.state_dict())

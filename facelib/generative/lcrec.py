@@ -56,6 +56,7 @@ from facelib.generative.run import (
 from facelib.generative.tasks import LCREC_TASKS, ItemTexts, build_lcrec_examples, seq_prompt
 
 STAGE = "lcrec"
+LM_SELECT = ("loss", "generation")
 _RQ = {f.name: f.default for f in fields(RQVAEConfig)}   # defaults written once, there
 _LM = {f.name: f.default for f in fields(TinyLMConfig)}
 RATIO_NOTE = ("3:1:1: the candidates are the beam's items (beam {beam}), training items "
@@ -85,6 +86,10 @@ class GeneratorParams(RunParams):
     lm_max_epochs: int = param(50, ge=1, help="language-model epoch cap")
     lm_eval_every: int = param(1, ge=1, help="epochs per validation")
     lm_patience: int = param(3, ge=1, help="validations without gain before stopping")
+    lm_select: str = param("loss", choices=LM_SELECT,
+                           help="early stopping on: loss (the teacher-forced loss of every "
+                                "validation target, smooth) | generation (the protocol's "
+                                "metric of beam search over eval_users, as LC-Rec)")
     seq_limit: int = param(0, ge=0, help="sequential examples drawn per epoch (0: every "
                                         "prefix of every user, as LC-Rec)")
     eval_users: int = param(0, ge=0, help="users scored at each validation (0: all)")
@@ -120,6 +125,8 @@ class LCRecParams(GeneratorParams):
     rqvae_max_epochs: int = param(_RQ["max_epochs"], ge=1, help="RQ-VAE epoch cap")
     rqvae_eval_every: int = param(_RQ["eval_every"], ge=1, help="RQ-VAE epochs per check")
     rqvae_patience: int = param(_RQ["patience"], ge=1, help="RQ-VAE checks without gain")
+    rqvae_rel_delta: float = param(_RQ["rel_delta"], ge=0.0, lt=1.0,
+                                   help="RQ-VAE: a gain must exceed this share of the best")
     rqvae_select: str = param("-recon_loss", choices=("-recon_loss", "-collision_rate"),
                               help="RQ-VAE state kept: lowest reconstruction loss, or "
                                    "LC-Rec's lowest collision rate of the argmin codes")
@@ -132,7 +139,8 @@ class LCRecParams(GeneratorParams):
             return RQVAEConfig(levels=self.levels, codebook_size=self.codebook_size,
                                max_epochs=self.rqvae_max_epochs,
                                eval_every=self.rqvae_eval_every,
-                               patience=self.rqvae_patience, select=self.rqvae_select,
+                               patience=self.rqvae_patience,
+                               rel_delta=self.rqvae_rel_delta, select=self.rqvae_select,
                                resolve=self.resolve)
         except ValueError as exc:
             raise ParamsError(f"params [{STAGE}]: {exc}") from None
@@ -182,8 +190,10 @@ def fit_generator(p: GeneratorParams, backend: GenerativeBackend, view: Protocol
                   ) -> tuple[FitLog, Counter[str]]:
     """Train ``backend`` on ``build_epoch``'s examples (re-drawn each epoch from a
     generator of (seed, epoch), so a resumed run sees the same ones) with early stopping on
-    the view's validation metric of generation; return the log and the examples per task
-    of the first epoch."""
+    ``p.lm_select``: the teacher-forced loss of every validation target (``loss``), or the
+    view's validation metric of generation over ``p.eval_users`` (``generation``). Return
+    the log, whose ``best`` also holds the generation metrics of the kept state, and the
+    examples per task of the first epoch."""
     trie = IndexTrie(codes)
     beam = view_beam(p, view)
     users = validation_users(view, p.eval_users, np.random.default_rng([p.seed, 1]))
@@ -196,12 +206,22 @@ def fit_generator(p: GeneratorParams, backend: GenerativeBackend, view: Protocol
             counts.update(e.task for e in out)
         return out
 
-    def evaluate() -> dict[str, float]:
+    def generation() -> dict[str, float]:
         return view.evaluate(backend, "valid", codes, seq_prompt, trie, beam, users)
 
-    log = backend.fit(examples, evaluate, p.stop_rule(view.select),
+    if p.lm_select == "loss":
+        held = view.next_item_examples("valid", codes, seq_prompt)
+
+        def evaluate() -> dict[str, float]:
+            return {"loss": backend.mean_response_nll(held)}
+        select = "-loss"
+    else:
+        evaluate, select = generation, view.select
+    log = backend.fit(examples, evaluate, p.stop_rule(select),
                       np.random.default_rng(p.seed), progress=progress, resume=p.resume,
                       checkpoint_path=files.state("lm", publish))
+    if p.lm_select == "loss":
+        log.best = {**generation(), **log.best}
     return log, counts
 
 

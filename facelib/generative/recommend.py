@@ -26,6 +26,7 @@ from facelib.eval import KS
 from facelib.eval.metrics import topk_metrics
 from facelib.generative.backend import GenerativeBackend
 from facelib.generative.beam import IndexTrie
+from facelib.generative.codes import Example, index_string
 from facelib.generative.leave_one_out import HR_KS, MAX_HISTORY, NDCG_KS, LeaveOneOut, loo_metrics
 from facelib.generative.run import PROTOCOLS
 from facelib.generative.tasks import train_histories
@@ -126,6 +127,27 @@ class ProtocolView:
         assert self.truth is not None
         return evaluate_ratio(backend, self.train_sequences, self.truth[which], codes,
                               prompt, trie, beam, MAX_HISTORY, users)
+
+    def next_item_examples(self, which: str, codes: np.ndarray,
+                           prompt: PromptFn) -> list[Example]:
+        """The ``which`` (valid | test) targets as sequential examples, for a teacher-forced
+        loss: per user, the prompt of its history as :meth:`evaluate` builds it and each
+        held-out item's index [L] (``codes`` [I, L]) as the response (leave-one-out: one
+        per user; 3:1:1: one per held-out item, users without one skipped)."""
+        if self.split is not None:
+            histories = self.split.histories(which, MAX_HISTORY)
+            pairs = zip(histories, self.split.targets(which))
+            return [Example("seq", prompt([codes[i] for i in h]), index_string(codes[t]))
+                    for h, t in pairs]
+        assert self.truth is not None
+        truth = self.truth[which].tocsr()
+        out = []
+        for u, seq in enumerate(self.train_sequences):
+            held = truth.indices[truth.indptr[u]:truth.indptr[u + 1]]
+            if len(held):
+                text = prompt([codes[i] for i in seq[-MAX_HISTORY:]])
+                out.extend(Example("seq", text, index_string(codes[t])) for t in held)
+        return out
 
 
 def protocol_view(protocol: str, ds: RecDataset, split: LeaveOneOut) -> ProtocolView:

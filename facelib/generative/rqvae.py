@@ -88,7 +88,8 @@ class RQVAEConfig:
             ``get_linear_schedule_with_warmup``, 50 warm-up epochs).
         grad_clip: gradient-norm clip (LC-Rec 1.0).
         batch_size: items per step.
-        max_epochs, eval_every, patience: the stop rule (:class:`StopRule`).
+        max_epochs, eval_every, patience, rel_delta: the stop rule (:class:`StopRule`);
+            ``max_epochs`` is also the horizon of the linear decay.
         select: validation key to keep the best state by (``-`` minimises); LC-Rec keeps
             the lowest collision rate of the argmin codes.
         max_collision_rounds: Sinkhorn rounds of :func:`assign_indices`.
@@ -113,6 +114,7 @@ class RQVAEConfig:
     max_epochs: int = 500
     eval_every: int = 10
     patience: int = 10
+    rel_delta: float = 0.0
     select: str = "-collision_rate"
     max_collision_rounds: int = 20
     resolve: str = "none"
@@ -701,7 +703,8 @@ def evaluate_batches(losses: Callable[[Tensor], dict[str, Tensor]], x: Tensor,
 def stop_rule(config: Any) -> StopRule:
     """The config's :class:`StopRule`."""
     return StopRule(max_epochs=config.max_epochs, eval_every=config.eval_every,
-                    patience=config.patience, select=config.select)
+                    patience=config.patience, select=config.select,
+                    rel_delta=config.rel_delta)
 
 
 def fit_quantizer(model: RQVAE | nn.Module, x: Tensor, config: Any, rng: np.random.Generator,

@@ -102,6 +102,7 @@ class SemanticTokenizerConfig:
     max_epochs: int = _D.max_epochs
     eval_every: int = _D.eval_every
     patience: int = _D.patience
+    rel_delta: float = _D.rel_delta
     select: str = "-recon_loss"
     max_collision_rounds: int = _D.max_collision_rounds
     resolve: str = "nearest_unused"

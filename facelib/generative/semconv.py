@@ -73,6 +73,8 @@ class SemConvParams(GeneratorParams):
     tok_max_epochs: int = param(_TOK["max_epochs"], ge=1, help="tokenizer epoch cap")
     tok_eval_every: int = param(_TOK["eval_every"], ge=1, help="tokenizer epochs per check")
     tok_patience: int = param(_TOK["patience"], ge=1, help="tokenizer checks without gain")
+    tok_rel_delta: float = param(_TOK["rel_delta"], ge=0.0, lt=1.0,
+                                 help="tokenizer: a gain must exceed this share of the best")
     cache_k: int = param(20, ge=1, help="items cached per user (<= beam)")
 
     def tokenizer_config(self) -> SemanticTokenizerConfig:
@@ -80,7 +82,8 @@ class SemConvParams(GeneratorParams):
             return SemanticTokenizerConfig(
                 levels=self.levels, codebook_size=self.codebook_size, mode=self.mode,
                 align_weight=self.align_weight, max_epochs=self.tok_max_epochs,
-                eval_every=self.tok_eval_every, patience=self.tok_patience)
+                eval_every=self.tok_eval_every, patience=self.tok_patience,
+                rel_delta=self.tok_rel_delta)
         except ValueError as exc:
             raise ParamsError(f"params [{STAGE}]: {exc}") from None
 
