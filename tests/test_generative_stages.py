@@ -187,3 +187,27 @@ def test_committed_generative_tables_match_their_runs():
               "generative")
     df, _ = runs(p, root)
     assert markdown(summarise(df, "leave_one_out"), LOO_METRICS) in md.read_text()
+
+
+def test_a_resumed_lcrec_run_reports_the_same_numbers_and_whole_times(tmp_path, monkeypatch,
+                                                                      one_thread):
+    """Finishing a run from its saved states (resume) gives the same test metrics, and every
+    part's seconds are non-negative, training parts counting the first process's time."""
+    from facelib.generative.lcrec import LCRecParams, run_lcrec
+    from facelib.generative.run import prepare_smoke_inputs
+
+    monkeypatch.setenv("FACELIB_ROOT", str(tmp_path))
+    prepare_smoke_inputs("synthetic")
+    values = {"dataset": "synthetic", "levels": 3, "codebook_size": 8, "rqvae_max_epochs": 20,
+              "rqvae_eval_every": 5, "rqvae_patience": 2, "rqvae_select": "-recon_loss",
+              "resolve": "nearest_unused", "lm_layers": 1, "lm_dim": 32, "lm_max_epochs": 2,
+              "seq_limit": 100, "asy_limit": 50, "eval_users": 10, "beam": 10,
+              "device": "cpu", "num_threads": 1}
+    first = run_lcrec(build(LCRecParams, values, "lcrec"), publish=True)
+    again = run_lcrec(build(LCRecParams, {**values, "resume": True}, "lcrec"), publish=True)
+    assert again["test"] == first["test"]
+    assert again["seconds"]["lm"] == first["seconds"]["lm"]  # the log's training time
+    for run in (first, again):
+        parts = {k: v for k, v in run["seconds"].items() if k != "total"}
+        assert min(parts.values()) >= 0
+        assert run["seconds"]["total"] == pytest.approx(sum(parts.values()), abs=0.05)

@@ -263,11 +263,13 @@ def run_lcrec(p: LCRecParams, progress: bool = False, publish: bool = False
     rq_config = p.rqvae_config()
     rqvae, rq_log = train_rqvae(emb, rq_config, p.seed, progress=progress, resume=p.resume,
                                 checkpoint_path=files.state("rqvae", publish))
+    t0 = time.perf_counter()
     indices: ItemIndices = assign_indices(rqvae, emb, rq_config)
     if not indices.collision_free:
         raise RuntimeError(f"LC-Rec indices still collide ({indices.summary()['notes']}); "
                            f"set lcrec.resolve: nearest_unused")
-    seconds["index"] = time.perf_counter() - start - seconds["encode"]
+    # training parts: their logs' time, which counts every part of a resumed run
+    seconds["index"] = rq_log.seconds + time.perf_counter() - t0
 
     backend = make_backend(p, p.levels, p.codebook_size, device)
     lm_log, counts = fit_generator(
@@ -275,11 +277,12 @@ def run_lcrec(p: LCRecParams, progress: bool = False, publish: bool = False
         lambda rng: build_lcrec_examples(view.train_sequences, texts, indices.codes, p.tasks,
                                          rng, asy_limit=p.asy_limit or None),
         files, publish, progress)
+    seconds["lm"] = lm_log.seconds
+    t0 = time.perf_counter()
     test = view.evaluate(backend, "test", indices.codes, seq_prompt, IndexTrie(indices.codes),
                          view_beam(p, view))
-    seconds["lm"] = lm_log.seconds
-    seconds["test"] = time.perf_counter() - start - sum(seconds.values())
-    seconds["total"] = time.perf_counter() - start
+    seconds["test"] = time.perf_counter() - t0
+    seconds["total"] = sum(seconds.values())
     stopped = "cap" if "cap" in (rq_log.stopped_by, lm_log.stopped_by) else "early_stopping"
     metrics = {
         "system": STAGE, "label": "LC-Rec", "protocol": p.protocol, "dataset": p.dataset,

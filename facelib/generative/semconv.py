@@ -132,7 +132,6 @@ def run_semconv(p: SemConvParams, progress: bool = False, publish: bool = False
     ds, split = load_split(p.dataset)
     view = protocol_view("leave_one_out", ds, split)
     files = run_files(STAGE, p.dataset, str(p.seed), publish)
-    start = time.perf_counter()
     seconds: dict[str, float] = {}
 
     item_emb = cf_embeddings(p, split.item_ids, publish)
@@ -141,7 +140,8 @@ def run_semconv(p: SemConvParams, progress: bool = False, publish: bool = False
     tokenizer, tokens, tok_log = train_semantic_tokenizer(
         item_emb, table, words, config, p.seed, progress=progress, resume=p.resume,
         checkpoint_path=files.state("tokenizer", publish))
-    seconds["tokenize"] = time.perf_counter() - start
+    # training parts: their logs' time, which counts every part of a resumed run
+    seconds["tokenize"] = tok_log.seconds
 
     texts = item_texts(ds, view)
     backend = make_backend(p, p.levels, p.codebook_size, device)
@@ -159,11 +159,13 @@ def run_semconv(p: SemConvParams, progress: bool = False, publish: bool = False
     seconds["cache"] = time.perf_counter() - t0
     top = np.pad(cache.items, ((0, 0), (0, max(0, LOO_WIDTH - p.cache_k))), constant_values=-1)
     test = loo_metrics(top, split.targets("test"), split.n_items)
+    t0 = time.perf_counter()
     bench_users = np.random.default_rng([p.seed, 2]).choice(
         split.n_users, size=min(BENCH_USERS, split.n_users), replace=False)
     serving = serving_benchmark(cache, backend, histories, tokens.codes, seq_prompt, trie,
                                 p.beam, bench_users)
-    seconds["total"] = time.perf_counter() - start
+    seconds["serving"] = time.perf_counter() - t0
+    seconds["total"] = sum(seconds.values())
     stopped = ("cap" if "cap" in (tok_log.stopped_by, lm_log.stopped_by)
                else "early_stopping")
     metrics = {
