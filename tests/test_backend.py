@@ -26,7 +26,7 @@ from facelib.generative.backend import (
 )
 from facelib.generative.beam import IndexTrie
 from facelib.generative.codes import Example, index_string
-from facelib.generative.fit import StopRule
+from facelib.generative.fit import StopRule, fit_early_stopping
 from facelib.seed import seed_everything
 
 LEVELS, K, ITEMS = 2, 5, 20
@@ -199,12 +199,10 @@ def test_validation_nll_is_the_mean_over_response_tokens_of_each_examples_logpro
         learned, one_thread):
     """mean_response_nll pools the examples' response tokens (end of sequence included):
     its value times their count is minus the sum of sequence_logprob, batch size aside."""
-    from facelib.generative.backend import collate
-
     backend, _, _, _, examples, _ = learned
     chosen = examples[:7]  # batches of 10 and of fewer rows give the same value
     tokens = sum(int((collate([backend._encode(e)], backend._pad_id(), backend.max_len)[1]
-                      [:, 1:] != -100).sum()) for e in chosen)
+                      [:, 1:] != IGNORE).sum()) for e in chosen)
     want = -sum(backend.sequence_logprob(e.prompt, e.response) for e in chosen) / tokens
     assert backend.mean_response_nll(chosen) == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="no example"):
@@ -214,8 +212,6 @@ def test_validation_nll_is_the_mean_over_response_tokens_of_each_examples_logpro
 def test_stop_rule_rel_delta_stops_a_loss_that_only_creeps_down():
     """With rel_delta 0.01, falls of 0.2% are no gain: the run stops three checks after
     0.5; without it, every fall counts and the run reaches its cap."""
-    from facelib.generative.fit import fit_early_stopping
-
     module = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(module.parameters(), lr=0.0)
 
