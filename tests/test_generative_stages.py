@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -138,6 +139,34 @@ def test_tables_keep_protocols_apart_and_flag_capped_runs(tmp_path):
     assert "LC-Rec (⚠ 1 run(s) ended at a cap)" in text
 
 
+def test_findings_are_written_from_the_numbers(tmp_path):
+    from facelib.generative.table import GenerativeParams, findings, runs, summarise
+
+    loo = {"hr@1": 0.0, "hr@5": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
+    for seed, (sas, lc) in enumerate(((0.10, 0.06), (0.05, 0.08))):
+        _write_run(tmp_path, "sasrec", f"sasrec-{seed}", "leave_one_out", seed,
+                   {**loo, "hr@10": sas})
+        _write_run(tmp_path, "lcrec", f"leave_one_out-{seed}", "leave_one_out", seed,
+                   {**loo, "hr@10": lc})
+    p = build(GenerativeParams, {"dataset": "synthetic", "baselines": ["sasrec"], "seeds": [0, 1],
+                                 "protocols": ["leave_one_out"]}, "generative")
+    df, missing = runs(p, tmp_path, missing_ok=True)
+    assert missing == ["semconv/0", "semconv/1"]
+    df["n_items"] = [200.0, 200.0, np.nan, np.nan]
+    df["backend"] = [None, None, "tiny", "tiny"]
+    ratio = pd.DataFrame({"recall@20": [0.02, 0.08]}, index=["lcrec", "lightgcn face (study)"])
+    said = findings(df, summarise(df, "leave_one_out"), ratio)
+    assert said[0] == ("On leave-one-out, HR@10 (mean over seeds) ranks SASRec 0.0750, "
+                       "LC-Rec 0.0700.")
+    assert said[1] == "LC-Rec's HR@10 is 0.93x SASRec's (above it in 1 of 2 seeds)."
+    assert "HR@10 0.0500: every system here is 1.4x to 1.5x that" in said[2]
+    assert "Recall@20 is 0.0200, 0.25x lightgcn face (study)'s (0.0800)" in said[3]
+    assert "tiny backend" in said[4] and len(said) == 5
+    df["backend"] = [None, None, "hf", "hf"]
+    assert not any("tiny" in line for line in findings(df, summarise(df, "leave_one_out"),
+                                                        ratio))
+
+
 def test_a_missing_run_names_the_stage(tmp_path):
     from facelib.data.errors import DataError
     from facelib.generative.table import GenerativeParams, runs
@@ -176,7 +205,8 @@ def test_committed_generative_tables_match_their_runs():
     from pathlib import Path
 
     from facelib.config import read_params_file
-    from facelib.generative.table import LOO_METRICS, GenerativeParams, markdown, runs, summarise
+    from facelib.generative.table import (LOO_METRICS, GenerativeParams, findings, markdown,
+                                          runs, tables)
 
     root = Path(__file__).resolve().parents[1]
     md = root / "reports" / "generative" / "results.md"
@@ -186,7 +216,10 @@ def test_committed_generative_tables_match_their_runs():
     p = build(GenerativeParams, {"dataset": read_params_file()["data"]["dataset"], **section},
               "generative")
     df, _ = runs(p, root)
-    assert markdown(summarise(df, "leave_one_out"), LOO_METRICS) in md.read_text()
+    text = md.read_text()
+    loo, ratio = tables(df, p.dataset, root)
+    assert markdown(loo, LOO_METRICS) in text
+    assert all(f"- {line}" in text for line in findings(df, loo, ratio))
 
 
 def test_a_resumed_lcrec_run_reports_the_same_numbers_and_whole_times(tmp_path, monkeypatch,

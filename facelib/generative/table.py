@@ -32,6 +32,7 @@ from facelib.train.stage import output_root
 
 LOO_METRICS = tuple(f"hr@{k}" for k in HR_KS) + tuple(f"ndcg@{k}" for k in NDCG_KS)
 RATIO_METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
+GENERATORS = ("lcrec", "semconv")  # the systems that generate item indices
 STAGE_OF = {"sasrec": "loo_baselines", "mf": "loo_baselines", "lightgcn": "loo_baselines",
             "lcrec": "lcrec", "semconv": "semconv"}
 
@@ -70,8 +71,9 @@ def _read(system: str, run: str, root: Path | None) -> dict[str, Any]:
 
 def runs(p: GenerativeParams, root: Path | None = None, missing_ok: bool = False
          ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run (system, protocol, seed, stopped_by, its test metrics) and the
-    runs not found (an error unless ``missing_ok``, as in a smoke run)."""
+    """One row per run (system, protocol, seed, stopped_by, the catalogue size ``n_items``
+    and the language-model ``backend`` where the run records them, its test metrics) and
+    the runs not found (an error unless ``missing_ok``, as in a smoke run)."""
     rows, missing = [], []
     wanted = [(b, f"{b}-{s}") for b in p.baselines for s in p.seeds]
     wanted += [("lcrec", f"{proto}-{s}") for proto in p.protocols for s in p.seeds]
@@ -82,8 +84,9 @@ def runs(p: GenerativeParams, root: Path | None = None, missing_ok: bool = False
             continue
         m = _read(system, run, root)
         rows.append({"system": system, "protocol": m["protocol"], "seed": m["seed"],
-                     "stopped_by": m["stopped_by"], **m["test"]})
-    columns = ["system", "protocol", "seed", "stopped_by",
+                     "stopped_by": m["stopped_by"], "n_items": m.get("n_items"),
+                     "backend": (m.get("params") or {}).get("backend"), **m["test"]})
+    columns = ["system", "protocol", "seed", "stopped_by", "n_items", "backend",
                *dict.fromkeys(LOO_METRICS + RATIO_METRICS)]
     return pd.DataFrame(rows).reindex(columns=columns), missing
 
@@ -123,6 +126,14 @@ def study_rows(dataset: str, root: Path | None = None, backbone: str = "lightgcn
     return pd.DataFrame(rows).T
 
 
+def tables(df: pd.DataFrame, dataset: str, root: Path | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two summaries of ``runs``: leave-one-out, and 3:1:1 with the study's rows
+    (``root``: where ``reports/metrics/results.json`` lives, the repository by default)."""
+    return (summarise(df, "leave_one_out"),
+            pd.concat([summarise(df, "ratio"), study_rows(dataset, root)]))
+
+
 def markdown(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     """``mean ± sd`` cells as a Markdown table (rows labelled, capped runs marked)."""
     head = "| system | " + " | ".join(metrics) + " | seeds |"
@@ -144,14 +155,73 @@ def markdown(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _seeds_above(df: pd.DataFrame, system: str, than: str, metric: str) -> tuple[int, int]:
+    """(seeds where ``system``'s ``metric`` is above ``than``'s, seeds both ran) on
+    leave-one-out, paired by seed."""
+    part = df[df["protocol"] == "leave_one_out"].pivot_table(
+        index="seed", columns="system", values=metric)
+    if system not in part or than not in part:
+        return 0, 0
+    both = part[[system, than]].dropna()
+    return int((both[system] > both[than]).sum()), len(both)
+
+
+def findings(df: pd.DataFrame, loo: pd.DataFrame, ratio: pd.DataFrame,
+             metric: str = "hr@10", ratio_metric: str = "recall@20") -> list[str]:
+    """What the tables say, as sentences written from the numbers: the leave-one-out
+    ranking by ``metric``, each generative system against the best sequential and CF
+    reference (as a ratio of means and seed by seed), chance (a random ranking's
+    HR@K = K / items), LC-Rec on the 3:1:1 split against the study's rows by
+    ``ratio_metric``, and what the backend lets them say about the papers' LLM results.
+    Systems or runs that are absent are left out of the sentences."""
+    said: list[str] = []
+    k = int(metric.split("@")[1])
+    if metric in loo and len(loo):
+        means = loo[metric].dropna().sort_values(ascending=False)
+        said.append(f"On leave-one-out, {metric.upper()} (mean over seeds) ranks "
+                    + ", ".join(f"{LABELS.get(str(s), s)} {v:.4f}" for s, v in means.items())
+                    + ".")
+        refs = [s for s in BASELINES if s in means.index]
+        for system in (s for s in GENERATORS if s in means.index):
+            parts = []
+            for ref in refs:
+                above, both = _seeds_above(df, system, ref, metric)
+                parts.append(f"{means[system] / means[ref]:.2f}x {LABELS[ref]}'s "
+                             f"(above it in {above} of {both} seeds)")
+            if parts:
+                said.append(f"{LABELS[system]}'s {metric.upper()} is " + ", ".join(parts)
+                            + ".")
+        items = df["n_items"].dropna()
+        if len(items) and len(means):
+            chance = k / float(items.iloc[0])
+            said.append(f"A random ranking of the {int(items.iloc[0]):,} items has "
+                        f"{metric.upper()} {chance:.4f}: every system here is "
+                        f"{means.min() / chance:.1f}x to {means.max() / chance:.1f}x that.")
+    lcrec_ratio = ratio.loc["lcrec", ratio_metric] if "lcrec" in ratio.index else np.nan
+    study = [s for s in ratio.index if s != "lcrec" and not pd.isna(ratio.loc[s, ratio_metric])]
+    if not pd.isna(lcrec_ratio) and study:
+        said.append(f"On the 3:1:1 split LC-Rec's {ratio_metric.capitalize()} is "
+                    f"{lcrec_ratio:.4f}, " + ", ".join(
+                        f"{lcrec_ratio / ratio.loc[s, ratio_metric]:.2f}x {s}'s "
+                        f"({ratio.loc[s, ratio_metric]:.4f})" for s in study)
+                    + "; its candidates are only the items its beam generates.")
+    backends = set(df.loc[df["system"].isin(GENERATORS), "backend"].dropna())
+    if backends == {"tiny"}:
+        said.append("Every LC-Rec and Semantic Convergence row uses the tiny backend, a "
+                    "language model trained from scratch with no pretrained language "
+                    "knowledge: these rows test the mechanism (item indices, instruction "
+                    "tasks, trie-constrained generation) and cannot say what a pretrained LLM "
+                    "adds, so they neither confirm nor refute the papers' LLM results.")
+    return said
+
+
 def run_table(p: GenerativeParams, publish: bool = False) -> dict[str, Any]:
     """Collect every run, write ``reports/generative/generative.json`` and ``results.md``
     and return the JSON's content. Unpublished (smoke) tables read and write below
     ``build/smoke`` and list the runs they did not find instead of failing."""
     root = output_root(publish)
     df, missing = runs(p, root, missing_ok=not publish)
-    loo = summarise(df, "leave_one_out")
-    ratio = pd.concat([summarise(df, "ratio"), study_rows(p.dataset)])
+    loo, ratio = tables(df, p.dataset)
     folder = root / "reports" / PIPELINE
     capped = int((df["stopped_by"] == "cap").sum())
     md = ("### Leave-one-out (HR/NDCG, one target per user)\n\n"
@@ -161,12 +231,16 @@ def run_table(p: GenerativeParams, publish: bool = False) -> dict[str, Any]:
     if capped:
         md += (f"\n\n⚠ {capped} run(s) ended at an epoch cap, not by early stopping: their "
                f"numbers are not evidence about the method.")
+    said = findings(df, loo, ratio)
+    if said:
+        md += "\n\n" + "\n".join(f"- {line}" for line in said)
     if missing:
         md += f"\n\nSmoke table: runs not found: {', '.join(missing)}."
     result = {"dataset": p.dataset, "seeds": p.seeds, "runs": df.to_dict("records"),
               "missing": missing,
               "leave_one_out": loo.reset_index().to_dict("records"),
-              "ratio": ratio.reset_index().to_dict("records"), "capped_runs": capped}
+              "ratio": ratio.reset_index().to_dict("records"), "capped_runs": capped,
+              "findings": said}
     write_json(result, folder / "generative.json")
     write_text(md + "\n", folder / "results.md")
     return {**result, "markdown": md}
