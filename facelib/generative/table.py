@@ -140,8 +140,9 @@ def markdown(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
     for name, row in summary.iterrows():
         label = LABELS.get(str(name), str(name))
-        if row.get("capped", 0):
-            label += f" (⚠ {int(row['capped'])} run(s) ended at a cap)"
+        capped = row.get("capped", 0)
+        if not pd.isna(capped) and capped:   # study rows carry no count (NaN)
+            label += f" (⚠ {int(capped)} run(s) ended at a cap)"
         cells = []
         for m in metrics:
             if m not in row or pd.isna(row[m]):
