@@ -134,7 +134,8 @@ def test_tables_keep_protocols_apart_and_flag_capped_runs(tmp_path):
     assert loo_table.loc["lcrec", "capped"] == 1 and "ratio" not in df[
         df.protocol == "leave_one_out"]["protocol"].tolist()
     assert list(summarise(df, "ratio").index) == ["lcrec"]
-    study = pd.DataFrame({"recall@5": [0.2], "recall@5_sd": [0.01]}, index=["lightgcn face (study)"])
+    study = pd.DataFrame({"recall@5": [0.2], "recall@5_sd": [0.01]},
+                         index=["lightgcn face (study)"])
     beside = markdown(pd.concat([summarise(df, "ratio"), study]), ("recall@5",))
     assert "| LC-Rec | 0.1000 ± 0.0000 | 2 |" in beside
     assert "| lightgcn face (study) | 0.2000 ± 0.0100 | – |" in beside

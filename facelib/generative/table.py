@@ -170,8 +170,8 @@ def _seeds_above(df: pd.DataFrame, system: str, than: str, metric: str) -> tuple
 def findings(df: pd.DataFrame, loo: pd.DataFrame, ratio: pd.DataFrame,
              metric: str = "hr@10", ratio_metric: str = "recall@20") -> list[str]:
     """What the tables say, as sentences written from the numbers: the leave-one-out
-    ranking by ``metric``, each generative system against the best sequential and CF
-    reference (as a ratio of means and seed by seed), chance (a random ranking's
+    ranking by ``metric``, each generative system against each reference point (SASRec
+    and the CF backbones; as a ratio of means and seed by seed), chance (a random ranking's
     HR@K = K / items), LC-Rec on the 3:1:1 split against the study's rows by
     ``ratio_metric``, and what the backend lets them say about the papers' LLM results.
     Systems or runs that are absent are left out of the sentences."""
