@@ -156,17 +156,6 @@ def markdown(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def _seeds_above(df: pd.DataFrame, system: str, than: str, metric: str) -> tuple[int, int]:
-    """(seeds where ``system``'s ``metric`` is above ``than``'s, seeds both ran) on
-    leave-one-out, paired by seed."""
-    part = df[df["protocol"] == "leave_one_out"].pivot_table(
-        index="seed", columns="system", values=metric)
-    if system not in part or than not in part:
-        return 0, 0
-    both = part[[system, than]].dropna()
-    return int((both[system] > both[than]).sum()), len(both)
-
-
 def findings(df: pd.DataFrame, loo: pd.DataFrame, ratio: pd.DataFrame,
              metric: str = "hr@10", ratio_metric: str = "recall@20") -> list[str]:
     """What the tables say, as sentences written from the numbers: the leave-one-out
@@ -183,28 +172,32 @@ def findings(df: pd.DataFrame, loo: pd.DataFrame, ratio: pd.DataFrame,
                     + ", ".join(f"{LABELS.get(str(s), s)} {v:.4f}" for s, v in means.items())
                     + ".")
         refs = [s for s in BASELINES if s in means.index]
+        per_seed = df[df["protocol"] == "leave_one_out"].pivot_table(
+            index="seed", columns="system", values=metric)  # seed x system
         for system in (s for s in GENERATORS if s in means.index):
             parts = []
             for ref in refs:
-                above, both = _seeds_above(df, system, ref, metric)
+                both = per_seed[[system, ref]].dropna()   # seeds both ran
+                above = int((both[system] > both[ref]).sum())
                 parts.append(f"{means[system] / means[ref]:.2f}x {LABELS[ref]}'s "
-                             f"(above it in {above} of {both} seeds)")
+                             f"(above it in {above} of {len(both)} seeds)")
             if parts:
                 said.append(f"{LABELS[system]}'s {metric.upper()} is " + ", ".join(parts)
                             + ".")
         items = df["n_items"].dropna()
         if len(items) and len(means):
-            chance = k / float(items.iloc[0])
-            said.append(f"A random ranking of the {int(items.iloc[0]):,} items has "
+            n_items = int(items.iloc[0])
+            chance = k / n_items
+            said.append(f"A random ranking of the {n_items:,} items has "
                         f"{metric.upper()} {chance:.4f}: every system here is "
                         f"{means.min() / chance:.1f}x to {means.max() / chance:.1f}x that.")
-    lcrec_ratio = ratio.loc["lcrec", ratio_metric] if "lcrec" in ratio.index else np.nan
-    study = [s for s in ratio.index if s != "lcrec" and not pd.isna(ratio.loc[s, ratio_metric])]
-    if not pd.isna(lcrec_ratio) and study:
+    on_ratio = ratio.get(ratio_metric, pd.Series(dtype=float)).dropna()
+    study = on_ratio.drop("lcrec", errors="ignore")
+    if "lcrec" in on_ratio and len(study):
+        lcrec = on_ratio["lcrec"]
         said.append(f"On the 3:1:1 split LC-Rec's {ratio_metric.capitalize()} is "
-                    f"{lcrec_ratio:.4f}, " + ", ".join(
-                        f"{lcrec_ratio / ratio.loc[s, ratio_metric]:.2f}x {s}'s "
-                        f"({ratio.loc[s, ratio_metric]:.4f})" for s in study)
+                    f"{lcrec:.4f}, " + ", ".join(f"{lcrec / v:.2f}x {s}'s ({v:.4f})"
+                                                 for s, v in study.items())
                     + "; its candidates are only the items its beam generates.")
     backends = set(df.loc[df["system"].isin(GENERATORS), "backend"].dropna())
     if backends == {"tiny"}:
